@@ -1,0 +1,231 @@
+//! Group commit: one flusher thread per database coalesces every waiting
+//! writer into a single `db.flush()`.
+//!
+//! Protocol: a writer inserts, then takes a [`Ticket`] (`written += 1`), then
+//! awaits [`Flusher::durable`]. The flusher thread drains every queued waiter,
+//! snapshots `written`, flushes, and marks that snapshot durable: every ticket
+//! taken before the snapshot belongs to an insert that happened before the
+//! flush started, so it is covered. Readers call [`Flusher::read_barrier`] so
+//! that what they saw is durable before they answer.
+//!
+//! Never calls `flush_async` (it deadlocks with concurrent callers in 0.34.7).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// How hard a commit works to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `db.flush()` (sled writes and `sync_file_range`s): survives `kill -9`.
+    #[default]
+    Flush,
+    /// `db.flush()` then `fsync` of the database files: also survives power
+    /// loss. An fsync error stops the process.
+    Fsync,
+    /// No flush at all. Benchmark baseline only: loses recent writes on a crash.
+    None,
+}
+
+/// A position in the database's write order; durable once flushed past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// Why a flush failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("flush failed: {0}")]
+pub struct FlushError(pub String);
+
+struct Waiter {
+    reply: oneshot::Sender<Result<(), FlushError>>,
+}
+
+/// Counters a metrics reader can sample.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    pub flushes: AtomicU64,
+    pub waiters: AtomicU64,
+    pub flush_micros: AtomicU64,
+}
+
+struct Inner {
+    written: AtomicU64,
+    durable: AtomicU64,
+    inflight: AtomicU64,
+    tx: Mutex<Option<mpsc::Sender<Waiter>>>,
+    mode: Durability,
+    stats: FlushStats,
+}
+
+/// The group-commit flusher of one sled database. Cheap to clone.
+#[derive(Clone)]
+pub struct Flusher {
+    inner: Arc<Inner>,
+}
+
+/// Marks a write in progress so readers do not skip the barrier (see
+/// [`Flusher::read_barrier`]).
+pub struct WriteGuard<'a> {
+    flusher: &'a Flusher,
+}
+
+impl WriteGuard<'_> {
+    /// Ends the write and returns its ticket.
+    pub fn finish(self) -> Ticket {
+        let t = self.flusher.inner.written.fetch_add(1, SeqCst) + 1;
+        self.flusher.inner.inflight.fetch_sub(1, SeqCst);
+        std::mem::forget(self);
+        Ticket(t)
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // The write failed; count it anyway so barriers stay conservative.
+        self.flusher.inner.written.fetch_add(1, SeqCst);
+        self.flusher.inner.inflight.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Flusher {
+    /// Starts the flusher thread for `db`. `files` is the database directory,
+    /// used to fsync in `Durability::Fsync` mode.
+    pub fn start(db: sled::Db, dir: PathBuf, mode: Durability, name: &str) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let inner = Arc::new(Inner {
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
+            tx: Mutex::new(Some(tx)),
+            mode,
+            stats: FlushStats::default(),
+        });
+        let thread_inner = inner.clone();
+        std::thread::Builder::new()
+            .name(format!("flusher-{name}"))
+            .spawn(move || run(db, dir, rx, thread_inner))?;
+        Ok(Self { inner })
+    }
+
+    /// Call before an insert; `finish()` the guard after it.
+    pub fn begin_write(&self) -> WriteGuard<'_> {
+        self.inner.inflight.fetch_add(1, SeqCst);
+        WriteGuard { flusher: self }
+    }
+
+    /// The durability mode.
+    pub fn mode(&self) -> Durability {
+        self.inner.mode
+    }
+
+    /// Flush statistics.
+    pub fn stats(&self) -> &FlushStats {
+        &self.inner.stats
+    }
+
+    /// Waits until the write behind `ticket` is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), FlushError> {
+        if self.inner.mode == Durability::None || self.inner.durable.load(SeqCst) >= ticket.0 {
+            return Ok(());
+        }
+        self.wait_for_flush().await
+    }
+
+    /// Waits until everything a reader may have seen is durable: returns at
+    /// once if no write is in progress and all finished writes are flushed,
+    /// otherwise joins the next flush.
+    pub async fn read_barrier(&self) -> Result<(), FlushError> {
+        if self.inner.mode == Durability::None {
+            return Ok(());
+        }
+        if self.inner.inflight.load(SeqCst) == 0
+            && self.inner.durable.load(SeqCst) >= self.inner.written.load(SeqCst)
+        {
+            return Ok(());
+        }
+        self.wait_for_flush().await
+    }
+
+    async fn wait_for_flush(&self) -> Result<(), FlushError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.inner.tx.lock().map_err(|_| FlushError("flusher lock poisoned".into()))?;
+            let Some(tx) = guard.as_ref() else {
+                return Err(FlushError("flusher stopped".into()));
+            };
+            tx.send(Waiter { reply }).map_err(|_| FlushError("flusher stopped".into()))?;
+        }
+        rx.await.map_err(|_| FlushError("flusher stopped".into()))?
+    }
+
+    /// Stops the thread after it has served every queued waiter.
+    pub fn stop(&self) {
+        if let Ok(mut g) = self.inner.tx.lock() {
+            g.take();
+        }
+    }
+}
+
+fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Inner>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            batch.push(w);
+        }
+        // Every ticket of a queued waiter was taken before this load.
+        let snapshot = inner.written.load(SeqCst);
+        let started = Instant::now();
+        let result = flush_once(&db, &dir, inner.mode);
+        if result.is_ok() {
+            inner.durable.fetch_max(snapshot, SeqCst);
+        }
+        inner.stats.flushes.fetch_add(1, SeqCst);
+        inner.stats.waiters.fetch_add(batch.len() as u64, SeqCst);
+        inner.stats.flush_micros.fetch_add(started.elapsed().as_micros() as u64, SeqCst);
+        crate::metrics::observe_flush(batch.len());
+        for w in batch {
+            let _ = w.reply.send(result.clone());
+        }
+    }
+    // Final flush when the flusher is dropped: nothing more is written after.
+    let _ = flush_once(&db, &dir, inner.mode);
+}
+
+fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {
+    match mode {
+        Durability::None => Ok(()),
+        Durability::Flush => db.flush().map(|_| ()).map_err(|e| FlushError(e.to_string())),
+        Durability::Fsync => {
+            db.flush().map_err(|e| FlushError(e.to_string()))?;
+            if let Err(e) = fsync_dir_files(dir) {
+                // An fsync error means the kernel may have dropped dirty pages:
+                // continuing could acknowledge writes that are gone.
+                tracing::error!(error = %e, dir = %dir.display(), "fsync failed; stopping the process");
+                eprintln!("durasaga: fsync of {} failed: {e}; exiting", dir.display());
+                std::process::exit(75);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// fsyncs every regular file of a sled directory (and `blobs/`), then the directory.
+fn fsync_dir_files(dir: &std::path::Path) -> std::io::Result<()> {
+    if crate::fault::fsync_should_fail() {
+        return Err(std::io::Error::other("injected fsync failure"));
+    }
+    for sub in [dir.to_path_buf(), dir.join("blobs")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                std::fs::File::open(entry.path())?.sync_all()?;
+            }
+        }
+        std::fs::File::open(&sub)?.sync_all()?;
+    }
+    Ok(())
+}

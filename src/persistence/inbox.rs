@@ -1,0 +1,95 @@
+//! Durable per-entity inboxes: append (by the relay), read the pending entries
+//! of an entity, drop consumed ones, and find every entity with pending work.
+//!
+//! Invariants: entries of one entity are read in append order (keys end in a
+//! sequence from sled's monotonic `generate_id`, which never goes back after a
+//! restart). An entry is *pending* while its sequence is above the entity's
+//! `inbox_cursor`; removing consumed entries is housekeeping and need not be
+//! durable (the cursor already says they are consumed).
+
+use super::codec;
+use super::keys;
+use super::store::{ServiceDb, StoreError};
+use super::Ticket;
+use crate::domain::Envelope;
+use std::collections::BTreeMap;
+
+impl ServiceDb {
+    /// Appends an envelope to its receiver's inbox. Returns the entry's
+    /// sequence and the ticket to await for durability.
+    pub fn inbox_append(&self, env: &Envelope) -> Result<(u64, Ticket), StoreError> {
+        let bytes = codec::encode(env)?;
+        let guard = self.flusher.begin_write();
+        let seq = self.db.generate_id()?.saturating_add(1);
+        self.inbox.insert(keys::inbox(&env.to.entity, seq), bytes)?;
+        Ok((seq, guard.finish()))
+    }
+
+    /// Up to `limit` entries of `entity` with a sequence above `after`, in
+    /// order. An entry that does not decode is returned as an error value so
+    /// the caller can dead-letter it instead of stopping.
+    pub fn inbox_pending(
+        &self,
+        entity: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Result<Envelope, String>)>, StoreError> {
+        let start = keys::inbox(entity, after.saturating_add(1));
+        let prefix = keys::inbox_prefix(entity);
+        let mut out = Vec::new();
+        for item in self.inbox.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let Some((_, seq)) = keys::parse_inbox(&k) else { continue };
+            out.push((seq, codec::decode::<Envelope>(&v).map_err(|e| e.to_string())));
+        }
+        Ok(out)
+    }
+
+    /// Number of entries of `entity` above `after` (its inbox depth).
+    pub fn inbox_depth(&self, entity: &str, after: u64) -> Result<usize, StoreError> {
+        let start = keys::inbox(entity, after.saturating_add(1));
+        let prefix = keys::inbox_prefix(entity);
+        let mut n = 0;
+        for item in self.inbox.range(start..) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes the consumed entries of `entity` (sequence `<= upto`). Not
+    /// flushed: losing this removal in a crash only leaves entries the cursor
+    /// already skips.
+    pub fn inbox_remove_consumed(&self, entity: &str, upto: u64) -> Result<(), StoreError> {
+        let prefix = keys::inbox_prefix(entity);
+        let end = keys::inbox(entity, upto.saturating_add(1));
+        let mut doomed = Vec::new();
+        for item in self.inbox.range(prefix..end) {
+            doomed.push(item?.0);
+        }
+        for k in doomed {
+            self.inbox.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// For every entity that has inbox entries, the highest sequence present.
+    /// Start-up recovery compares it with each entity's cursor.
+    pub fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut heads = BTreeMap::new();
+        for item in self.inbox.iter() {
+            let (k, _) = item?;
+            if let Some((id, seq)) = keys::parse_inbox(&k) {
+                let e = heads.entry(id.to_owned()).or_insert(0);
+                *e = (*e).max(seq);
+            }
+        }
+        Ok(heads)
+    }
+}

@@ -1,0 +1,189 @@
+//! Opens one sled database per service under the data directory and gives
+//! typed, single-key access to entity records.
+//!
+//! Layout: `<data>/customer/`, `<data>/order/`, `<data>/saga/`, `<data>/view/`.
+//! No service reads or writes another's database; messages cross between them
+//! only through the relay (inbox appends).
+
+use super::codec::{self, CodecError};
+use super::flusher::{Durability, FlushError, Flusher, Ticket};
+use super::keys;
+use super::records::EntityRecord;
+use crate::domain::Service;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A storage failure. Callers treat these as infrastructure errors (the actor
+/// fails and is restarted); business outcomes never come through here.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    #[error("cannot open {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("storage is full or read-only: {0}")]
+    NoSpace(String),
+}
+
+impl StoreError {
+    /// Whether the error is the disk being full (answered with 503).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace(_) => true,
+            StoreError::Sled(sled::Error::Io(e)) => is_no_space_io(e),
+            StoreError::Flush(f) => f.0.contains("No space left"),
+            _ => false,
+        }
+    }
+}
+
+fn is_no_space_io(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.to_string().contains("No space left")
+}
+
+/// One service's database: its trees and its flusher.
+#[derive(Clone)]
+pub struct ServiceDb {
+    pub name: &'static str,
+    pub db: sled::Db,
+    pub entities: sled::Tree,
+    pub inbox: sled::Tree,
+    pub deadletters: sled::Tree,
+    pub idempotency: sled::Tree,
+    pub flusher: Flusher,
+}
+
+impl ServiceDb {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path, name: &'static str, mode: Durability, cache_bytes: u64) -> Result<Self, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: dir.to_owned(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| open_err(&e))?;
+        let flusher = Flusher::start(db.clone(), dir.to_owned(), mode, name).map_err(|e| open_err(&e))?;
+        Ok(Self {
+            name,
+            entities: db.open_tree(keys::TREE_ENTITIES)?,
+            inbox: db.open_tree(keys::TREE_INBOX)?,
+            deadletters: db.open_tree(keys::TREE_DEADLETTERS)?,
+            idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
+            db,
+            flusher,
+        })
+    }
+
+    /// Loads an entity record; a missing entity is an empty record.
+    pub fn load<S: DeserializeOwned>(&self, id: &str) -> Result<EntityRecord<S>, StoreError> {
+        match self.entities.get(keys::entity(id))? {
+            Some(v) => Ok(codec::decode(&v)?),
+            None => Ok(EntityRecord::default()),
+        }
+    }
+
+    /// Loads an entity record if it exists.
+    pub fn get<S: DeserializeOwned>(&self, id: &str) -> Result<Option<EntityRecord<S>>, StoreError> {
+        match self.entities.get(keys::entity(id))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes an entity record: one single-key insert. Await the ticket with
+    /// [`Flusher::durable`] before anything depending on it leaves the process.
+    pub fn save<S: Serialize>(&self, id: &str, rec: &EntityRecord<S>) -> Result<Ticket, StoreError> {
+        let bytes = codec::encode(rec)?;
+        let guard = self.flusher.begin_write();
+        self.entities.insert(keys::entity(id), bytes)?;
+        Ok(guard.finish())
+    }
+
+    /// Writes a record only if no record exists yet (rare path: creation).
+    /// Returns `Ok(None)` if one already existed.
+    pub fn create<S: Serialize>(&self, id: &str, rec: &EntityRecord<S>) -> Result<Option<Ticket>, StoreError> {
+        let bytes = codec::encode(rec)?;
+        let guard = self.flusher.begin_write();
+        let swapped = self.entities.compare_and_swap(keys::entity(id), None as Option<&[u8]>, Some(bytes))?;
+        let ticket = guard.finish();
+        Ok(swapped.is_ok().then_some(ticket))
+    }
+
+    /// Iterates every entity record in key order, starting after `after`.
+    /// Records that do not decode are reported, not skipped silently.
+    pub fn scan<S: DeserializeOwned>(
+        &self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, EntityRecord<S>), StoreError>> + '_ {
+        let start: Vec<u8> = match after {
+            Some(a) => {
+                let mut k = keys::entity(a);
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
+        self.entities.range(start..).map(|item| {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            Ok((id, codec::decode(&v)?))
+        })
+    }
+
+    /// Waits for a ticket to be durable.
+    pub async fn durable(&self, t: Ticket) -> Result<(), StoreError> {
+        Ok(self.flusher.durable(t).await?)
+    }
+}
+
+/// The four service databases.
+#[derive(Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+    pub customer: ServiceDb,
+    pub order: ServiceDb,
+    pub saga: ServiceDb,
+    pub view: ServiceDb,
+}
+
+impl Store {
+    /// Opens every service database under `dir`.
+    pub fn open(dir: &Path, mode: Durability, cache_bytes: u64) -> Result<Self, StoreError> {
+        if mode == Durability::None {
+            tracing::warn!("storage.durability = none: acknowledged writes are LOST on a crash; benchmarks only");
+        }
+        let per_db = (cache_bytes / 4).max(1 << 20);
+        Ok(Self {
+            dir: dir.to_owned(),
+            customer: ServiceDb::open(&dir.join("customer"), "customer", mode, per_db)?,
+            order: ServiceDb::open(&dir.join("order"), "order", mode, per_db)?,
+            saga: ServiceDb::open(&dir.join("saga"), "saga", mode, per_db)?,
+            view: ServiceDb::open(&dir.join("view"), "view", mode, per_db)?,
+        })
+    }
+
+    /// The database of a service.
+    pub fn service(&self, s: Service) -> &ServiceDb {
+        match s {
+            Service::Customer => &self.customer,
+            Service::Order => &self.order,
+            Service::Saga => &self.saga,
+        }
+    }
+
+    /// Flushes every database and stops the flushers (shutdown).
+    pub fn close(&self) -> Result<(), StoreError> {
+        for db in [&self.customer, &self.order, &self.saga, &self.view] {
+            db.db.flush()?;
+            db.flusher.stop();
+        }
+        Ok(())
+    }
+}
