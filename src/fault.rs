@@ -37,3 +37,25 @@ pub fn set_fsync_fails(on: bool) {
 pub fn fsync_should_fail() -> bool {
     FSYNC_FAILS.load(SeqCst)
 }
+
+/// A named crash point: with the `failpoints` feature and
+/// `DURASAGA_CRASH_AT=<name>` in the environment, the process aborts here
+/// (as abruptly as `kill -9`) the `DURASAGA_CRASH_AFTER`-th time (default 1)
+/// it passes. Without the feature this compiles to nothing.
+#[inline]
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        use std::sync::atomic::AtomicU64;
+        static PASSES: AtomicU64 = AtomicU64::new(0);
+        if std::env::var("DURASAGA_CRASH_AT").ok().as_deref() == Some(name) {
+            let after: u64 = std::env::var("DURASAGA_CRASH_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+            if PASSES.fetch_add(1, SeqCst) + 1 >= after {
+                eprintln!("durasaga: crash point {name} reached; aborting");
+                std::process::abort();
+            }
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

@@ -34,7 +34,7 @@ impl Money {
 
     /// The largest amount accepted: one trillion.
     pub fn max() -> Decimal {
-        Decimal::new(1_000_000_000_000_00, 2)
+        Decimal::new(100_000_000_000_000, 2)
     }
 
     /// Validates a decimal: non-negative, at most two places, at most `max()`.

@@ -67,4 +67,7 @@ pub struct OrderRecord {
     pub id: OrderId,
     pub saga_id: String,
     pub events: Vec<RecordedEvent>,
+    /// Set once a CancelOrder saga was started (the order stays APPROVED,
+    /// semantically locked, until that saga cancels it).
+    pub cancel_requested: bool,
 }

@@ -1,0 +1,541 @@
+//! The generic entity actor: one ractor actor per customer, order or saga,
+//! activated on demand and passivated when idle, whose state and mailbox live
+//! in sled.
+//!
+//! An actor is a thin shell around a [`Logic`]: it reads the head of its
+//! durable inbox, calls the pure logic, commits state + outbox + inbox cursor +
+//! dedup window in one single-key write, waits for the flusher, and only then
+//! hands the outbox to the relay and answers callers.
+//!
+//! Invariants: at most one live actor per entity (the [`Registry`] is the only
+//! spawner, and passivation removes an actor from it only when no message sent
+//! through it is still queued); nothing leaves an actor before the write behind
+//! it is durable.
+
+use super::relay::Relay;
+use crate::config::Settings;
+use crate::domain::{Address, Envelope, Millis, Payload, Service, SCHEMA_VERSION};
+use crate::persistence::deadletters::DeadLetter;
+use crate::persistence::{EntityRecord, ServiceDb};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the epoch, from the system clock (actors are the impure shell).
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh envelope id (UUIDv7).
+pub fn new_envelope_id() -> u128 {
+    uuid::Uuid::now_v7().as_u128()
+}
+
+/// What a handler sees besides its state: the time, its own address, a jitter
+/// draw, and where to put the messages it sends.
+pub struct Cx {
+    pub now: Millis,
+    pub me: Address,
+    pub jitter: f64,
+    pub out: Vec<Envelope>,
+}
+
+impl Cx {
+    fn new(me: Address) -> Self {
+        Self { now: now_millis(), me, jitter: rand::random::<f64>(), out: Vec::new() }
+    }
+
+    /// Queues a message; it is committed with the state and sent after the flush.
+    pub fn send(&mut self, to: Address, payload: Payload, correlation: &str, reply_to: Option<Address>, attempt: u32) {
+        self.out.push(Envelope {
+            id: new_envelope_id(),
+            kind: payload.kind().to_owned(),
+            schema_version: SCHEMA_VERSION,
+            from: self.me.clone(),
+            to,
+            correlation: correlation.to_owned(),
+            reply_to,
+            attempt,
+            sent_at: self.now,
+            payload,
+        });
+    }
+
+    /// Answers `env` (to its `reply_to`, or its sender).
+    pub fn reply(&mut self, env: &Envelope, payload: Payload) {
+        let to = env.reply_to.clone().unwrap_or_else(|| env.from.clone());
+        self.send(to, payload, &env.correlation.clone(), None, env.attempt);
+    }
+}
+
+/// The business behaviour of one kind of entity. Implementations only call
+/// pure domain functions; they never do I/O.
+pub trait Logic: Send + Sync + Sized + 'static {
+    type State: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// Direct requests from the HTTP layer (creation, operator actions).
+    type Command: Send + 'static;
+    type Reply: Send + 'static;
+    const SERVICE: Service;
+
+    /// Handles one inbox message (already deduplicated).
+    fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<Self::State>, env: &Envelope);
+    /// Handles a direct command.
+    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<Self::State>, cmd: Self::Command) -> Self::Reply;
+    /// Handles a timer; returns whether the state changed.
+    fn on_timer(&self, _cx: &mut Cx, _id: &str, _state: &mut Option<Self::State>) -> bool {
+        false
+    }
+    /// When the next timer must fire.
+    fn deadline(&self, _state: &Option<Self::State>) -> Option<Millis> {
+        None
+    }
+    /// Called after every durable commit (notifications).
+    fn after_commit(&self, _id: &str, _state: &Option<Self::State>) {}
+    /// A short description for logs when an injected fault should fire.
+    fn inject_fault(&self, _env: &Envelope) -> bool {
+        false
+    }
+}
+
+/// Messages an entity actor handles.
+pub enum EntityMsg<L: Logic> {
+    /// New entries in the durable inbox.
+    Wake,
+    /// The relay made these outbox envelopes durable at their receivers.
+    Delivered(Vec<u128>),
+    /// A direct command; answered after its commit is durable.
+    Command(L::Command, RpcReplyPort<Result<L::Reply, String>>),
+    /// A timer (not sent through the registry).
+    Timer,
+    /// Passivation check (not sent through the registry).
+    IdleCheck,
+}
+
+impl<L: Logic> EntityMsg<L> {
+    fn via_registry(&self) -> bool {
+        !matches!(self, EntityMsg::Timer | EntityMsg::IdleCheck)
+    }
+}
+
+/// Why a message could not be handed to an entity.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("the {0} service is not running")]
+    NotRunning(&'static str),
+    #[error("could not start an actor: {0}")]
+    Spawn(String),
+}
+
+struct Slot<L: Logic> {
+    actor: ActorRef<EntityMsg<L>>,
+    sent: u64,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+struct RegistryInner<L: Logic> {
+    slots: HashMap<String, Slot<L>>,
+    by_actor: HashMap<ActorId, String>,
+    failures: HashMap<String, Failures>,
+}
+
+/// Everything the actors of one service share.
+pub struct ServiceCtx<L: Logic> {
+    pub logic: L,
+    pub db: ServiceDb,
+    pub relay: Relay,
+    pub settings: Arc<Settings>,
+    supervisor: Mutex<Option<ActorCell>>,
+    reg: Mutex<RegistryInner<L>>,
+    /// Pending inbox entries per entity, as far as this process knows.
+    depth: Mutex<HashMap<String, u64>>,
+    pub restarts: AtomicU64,
+}
+
+/// The registry is the part of [`ServiceCtx`] that spawns and finds actors.
+pub type Registry<L> = ServiceCtx<L>;
+
+impl<L: Logic> ServiceCtx<L> {
+    pub fn new(logic: L, db: ServiceDb, relay: Relay, settings: Arc<Settings>) -> Arc<Self> {
+        Arc::new(Self {
+            logic,
+            db,
+            relay,
+            settings,
+            supervisor: Mutex::new(None),
+            reg: Mutex::new(RegistryInner { slots: HashMap::new(), by_actor: HashMap::new(), failures: HashMap::new() }),
+            depth: Mutex::new(HashMap::new()),
+            restarts: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets the supervisor that new entity actors are linked to.
+    pub fn set_supervisor(&self, cell: ActorCell) {
+        *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner<L>> {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `msg` to `entity`, activating it if `activate` (otherwise a
+    /// message for an inactive entity is dropped).
+    pub fn send(self: &Arc<Self>, entity: &str, msg: EntityMsg<L>, activate: bool) -> Result<(), ActorError> {
+        debug_assert!(msg.via_registry());
+        let mut g = self.lock();
+        let mut msg = msg;
+        for _ in 0..2 {
+            if !g.slots.contains_key(entity) {
+                if !activate {
+                    return Ok(());
+                }
+                self.spawn_locked(&mut g, entity)?;
+            }
+            let Some(slot) = g.slots.get_mut(entity) else { continue };
+            slot.sent += 1;
+            match slot.actor.send_message(msg) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(m)) => {
+                    // The actor died and its supervisor has not cleaned up yet.
+                    msg = m;
+                    let id = slot.actor.get_id();
+                    g.slots.remove(entity);
+                    g.by_actor.remove(&id);
+                }
+                Err(e) => return Err(ActorError::Spawn(e.to_string())),
+            }
+        }
+        Err(ActorError::Spawn(format!("could not deliver to {entity}")))
+    }
+
+    fn spawn_locked(self: &Arc<Self>, g: &mut RegistryInner<L>, entity: &str) -> Result<(), ActorError> {
+        let sup = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ActorError::NotRunning(L::SERVICE.name()))?;
+        let received = Arc::new(AtomicU64::new(0));
+        let failures = g.failures.get(entity).map(|f| f.count).unwrap_or(0);
+        let args = EntityArgs { ctx: self.clone(), id: entity.to_owned(), failures, received: received.clone() };
+        let (actor, _join) = ractor::ActorRuntime::spawn_linked_instant(None, EntityActor::<L>(std::marker::PhantomData), args, sup)
+            .map_err(|e| ActorError::Spawn(e.to_string()))?;
+        g.by_actor.insert(actor.get_id(), entity.to_owned());
+        g.slots.insert(entity.to_owned(), Slot { actor, sent: 0 });
+        Ok(())
+    }
+
+    /// Called by the supervisor when an entity actor failed: forgets it and
+    /// returns the entity id and its failure count in the current window.
+    pub fn on_failed(&self, actor: ActorId, window: Duration) -> Option<(String, u32)> {
+        let mut g = self.lock();
+        let entity = g.by_actor.remove(&actor)?;
+        if g.slots.get(&entity).map(|s| s.actor.get_id()) == Some(actor) {
+            g.slots.remove(&entity);
+        }
+        let f = g.failures.entry(entity.clone()).or_insert(Failures { count: 0, since: Instant::now() });
+        if f.since.elapsed() > window {
+            *f = Failures { count: 0, since: Instant::now() };
+        }
+        f.count += 1;
+        let count = f.count;
+        self.restarts.fetch_add(1, SeqCst);
+        Some((entity, count))
+    }
+
+    /// Called by the supervisor when an entity actor stopped normally.
+    pub fn on_terminated(&self, actor: ActorId) {
+        let mut g = self.lock();
+        if let Some(entity) = g.by_actor.remove(&actor) {
+            if g.slots.get(&entity).map(|s| s.actor.get_id()) == Some(actor) {
+                g.slots.remove(&entity);
+            }
+        }
+    }
+
+    fn clear_failures(&self, entity: &str) {
+        self.lock().failures.remove(entity);
+    }
+
+    /// Removes `me` from the registry if nothing sent through it is queued.
+    fn try_passivate(&self, entity: &str, me: ActorId, received: u64) -> bool {
+        let mut g = self.lock();
+        match g.slots.get(entity) {
+            Some(s) if s.actor.get_id() == me && s.sent == received => {
+                g.slots.remove(entity);
+                g.by_actor.remove(&me);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Number of live entity actors.
+    pub fn active(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Records that `n` inbox entries were appended for `entity`.
+    pub fn add_depth(&self, entity: &str, n: u64) {
+        let mut d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        *d.entry(entity.to_owned()).or_insert(0) += n;
+    }
+
+    fn sub_depth(&self, entity: &str, n: u64) {
+        let mut d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = d.get_mut(entity) {
+            *v = v.saturating_sub(n);
+            if *v == 0 {
+                d.remove(entity);
+            }
+        }
+    }
+
+    /// Pending inbox entries of `entity` known to this process.
+    pub fn depth_of(&self, entity: &str) -> u64 {
+        self.depth.lock().unwrap_or_else(|p| p.into_inner()).get(entity).copied().unwrap_or(0)
+    }
+
+    /// Sum of all pending inbox entries known to this process.
+    pub fn total_depth(&self) -> u64 {
+        self.depth.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// Asks every live actor to stop and waits (bounded) until they have.
+    pub async fn stop_all(&self, timeout: Duration) {
+        let actors: Vec<ActorRef<EntityMsg<L>>> = self.lock().slots.values().map(|s| s.actor.clone()).collect();
+        for a in &actors {
+            a.stop(Some("shutdown".into()));
+        }
+        let deadline = Instant::now() + timeout;
+        for a in actors {
+            while !matches!(a.get_status(), ractor::ActorStatus::Stopped) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// What the registry gives a new entity actor.
+pub struct EntityArgs<L: Logic> {
+    ctx: Arc<ServiceCtx<L>>,
+    id: String,
+    failures: u32,
+    received: Arc<AtomicU64>,
+}
+
+/// The actor type for entities of logic `L`.
+pub struct EntityActor<L: Logic>(std::marker::PhantomData<fn() -> L>);
+
+/// An entity actor's in-memory state.
+pub struct EntityState<L: Logic> {
+    ctx: Arc<ServiceCtx<L>>,
+    id: String,
+    me: Address,
+    rec: Option<EntityRecord<L::State>>,
+    delivered: HashSet<u128>,
+    failures: u32,
+    received: Arc<AtomicU64>,
+    last_active: Instant,
+    timer_for: Option<Millis>,
+    idle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<L: Logic> Actor for EntityActor<L> {
+    type Msg = EntityMsg<L>;
+    type State = EntityState<L>;
+    type Arguments = EntityArgs<L>;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: EntityArgs<L>) -> Result<Self::State, ActorProcessingErr> {
+        let idle_ms = args.ctx.settings.actors.idle_timeout_ms.max(10);
+        let idle = Some(myself.send_interval(Duration::from_millis(idle_ms / 2 + 1), || EntityMsg::IdleCheck));
+        Ok(EntityState {
+            me: Address { service: L::SERVICE, entity: args.id.clone() },
+            ctx: args.ctx,
+            id: args.id,
+            rec: None,
+            delivered: HashSet::new(),
+            failures: args.failures,
+            received: args.received,
+            last_active: Instant::now(),
+            timer_for: None,
+            idle,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(h) = st.idle.take() {
+            h.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if msg.via_registry() {
+            st.received.fetch_add(1, SeqCst);
+            st.last_active = Instant::now();
+        }
+        if st.rec.is_none() {
+            st.rec = Some(st.ctx.db.load::<L::State>(&st.id)?);
+        }
+        match msg {
+            EntityMsg::Wake => drain_inbox(st).await?,
+            EntityMsg::Delivered(ids) => st.delivered.extend(ids),
+            EntityMsg::Command(cmd, reply) => {
+                let mut cx = Cx::new(st.me.clone());
+                let rec = st.rec.as_mut().ok_or("record not loaded")?;
+                let answer = st.ctx.logic.on_command(&mut cx, &st.id, &mut rec.state, cmd);
+                match commit(st, cx.out).await {
+                    Ok(()) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return Err(e);
+                    }
+                }
+            }
+            EntityMsg::Timer => {
+                st.timer_for = None;
+                let mut cx = Cx::new(st.me.clone());
+                let rec = st.rec.as_mut().ok_or("record not loaded")?;
+                if st.ctx.logic.on_timer(&mut cx, &st.id, &mut rec.state) {
+                    commit(st, cx.out).await?;
+                }
+            }
+            EntityMsg::IdleCheck => {
+                let idle = Duration::from_millis(st.ctx.settings.actors.idle_timeout_ms);
+                let rec = st.rec.as_ref().ok_or("record not loaded")?;
+                if st.last_active.elapsed() >= idle
+                    && st.ctx.logic.deadline(&rec.state).is_none()
+                    && st.ctx.try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
+                {
+                    passivate(st)?;
+                    myself.stop(None);
+                    return Ok(());
+                }
+            }
+        }
+        arm_timer(&myself, st);
+        Ok(())
+    }
+}
+
+/// Writes a trimmed record on passivation if deliveries are known, so the next
+/// start-up does not redeliver them. Not flushed: losing it only causes a
+/// harmless redelivery.
+fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
+    if let Some(rec) = st.rec.as_mut() {
+        if rec.trim_outbox(&st.delivered) {
+            st.ctx.db.save(&st.id, rec)?;
+        }
+    }
+    Ok(())
+}
+
+fn arm_timer<L: Logic>(myself: &ActorRef<EntityMsg<L>>, st: &mut EntityState<L>) {
+    let Some(rec) = st.rec.as_ref() else { return };
+    let Some(deadline) = st.ctx.logic.deadline(&rec.state) else { return };
+    if st.timer_for == Some(deadline) {
+        return;
+    }
+    st.timer_for = Some(deadline);
+    let delay = (deadline - now_millis()).max(0) as u64;
+    myself.send_after(Duration::from_millis(delay), || EntityMsg::Timer);
+}
+
+/// Handles every pending inbox entry, a batch per commit.
+async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
+    let max_attempts = st.ctx.settings.mailbox.max_attempts;
+    loop {
+        let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
+        // After a failure, handle one message at a time so the poisoned one is known.
+        let batch = if st.failures > 0 { 1 } else { st.ctx.settings.mailbox.batch };
+        let pending = st.ctx.db.inbox_pending(&st.id, cursor, batch)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut cx = Cx::new(st.me.clone());
+        let n = pending.len() as u64;
+        let mut deadletters = Vec::new();
+        let rec = st.rec.as_mut().ok_or("record not loaded")?;
+        for (seq, env) in pending {
+            rec.inbox_cursor = seq;
+            match env {
+                Err(error) => deadletters.push(DeadLetter {
+                    id: new_envelope_id(),
+                    entity: st.id.clone(),
+                    envelope: None,
+                    error: format!("undecodable inbox entry {seq}: {error}"),
+                    attempts: 1,
+                    at: cx.now,
+                }),
+                Ok(env) if rec.has_seen(env.id) => {
+                    tracing::debug!(entity = %st.id, id = %env.id, kind = %env.kind, "duplicate dropped");
+                    metrics::counter!("durasaga_duplicates_dropped_total", "service" => L::SERVICE.name()).increment(1);
+                }
+                Ok(env) if st.failures >= max_attempts => {
+                    tracing::error!(entity = %st.id, kind = %env.kind, failures = st.failures, "message failed too often; moved to dead letters");
+                    rec.remember(env.id);
+                    deadletters.push(DeadLetter {
+                        id: env.id,
+                        entity: st.id.clone(),
+                        error: format!("handling failed {} times (panic or error; see logs)", st.failures),
+                        envelope: Some(env),
+                        attempts: st.failures,
+                        at: cx.now,
+                    });
+                }
+                Ok(env) => {
+                    let span = tracing::info_span!("handle", saga = %env.correlation, service = L::SERVICE.name(), entity = %st.id, kind = %env.kind);
+                    let _g = span.enter();
+                    if st.ctx.logic.inject_fault(&env) {
+                        panic!("injected fault in {} {} while handling {}", L::SERVICE.name(), st.id, env.kind);
+                    }
+                    st.ctx.logic.on_envelope(&mut cx, &st.id, &mut rec.state, &env);
+                    rec.remember(env.id);
+                }
+            }
+        }
+        for dl in &deadletters {
+            st.ctx.db.deadletter_put(dl)?;
+            metrics::counter!("durasaga_dead_letters_total", "service" => L::SERVICE.name()).increment(1);
+        }
+        commit(st, cx.out).await?;
+        st.ctx.sub_depth(&st.id, n);
+        if st.failures > 0 {
+            st.failures = 0;
+            st.ctx.clear_failures(&st.id);
+        }
+        let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
+        st.ctx.db.inbox_remove_consumed(&st.id, cursor)?;
+    }
+}
+
+/// One durable commit: state + outbox + cursor + dedup window in a single
+/// insert, then the flush barrier, then the relay hand-off.
+async fn commit<L: Logic>(st: &mut EntityState<L>, out: Vec<Envelope>) -> Result<(), ActorProcessingErr> {
+    let rec = st.rec.as_mut().ok_or("record not loaded")?;
+    rec.trim_outbox(&st.delivered);
+    st.delivered.clear();
+    rec.outbox.extend(out.iter().cloned());
+    rec.handled += 1;
+    let ticket = st.ctx.db.save(&st.id, rec)?;
+    st.ctx.db.durable(ticket).await?;
+    crate::fault::crash_point("after_commit_flush");
+    if !out.is_empty() {
+        st.ctx.relay.send(out);
+    }
+    st.ctx.logic.after_commit(&st.id, &rec.state);
+    Ok(())
+}

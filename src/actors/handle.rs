@@ -1,0 +1,457 @@
+//! [`Runtime`]: the one handle the HTTP layer (and the demos, tests and
+//! benches) calls. It owns the store, the three services, their relays and the
+//! supervision tree, runs start-up recovery, and answers queries.
+//!
+//! Invariants: `is_ready()` is false until recovery has handed every pending
+//! outbox to its relay, re-activated every entity with a pending inbox and
+//! every saga with a timer; every answer reflects only durable writes (queries
+//! pass the read barrier before they return).
+
+use super::entity::{ActorError, EntityMsg, Logic, ServiceCtx};
+use super::logic::{self, CustomerCmd, CustomerLogic, OrderCmd, OrderLogic, SagaCmd, SagaLogic};
+use super::relay::{Endpoint, Endpoints, Relay};
+use super::supervisor::{RootArgs, RootSupervisor, ServiceSupervisor, SpawnService};
+use super::watch::Watchers;
+use crate::config::Settings;
+use crate::domain::{Customer, CustomerId, Money, Order, OrderError, OrderId, OrderState, RecordedEvent, SagaState, Service};
+use crate::persistence::{OrderRecord, ServiceDb, Store, StoreError};
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Errors the HTTP layer maps to statuses (in `http::error`, one `match`).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("durasaga is starting up or shutting down")]
+    NotReady,
+    #[error("storage is full: {0}")]
+    NoSpace(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        if e.is_no_space() {
+            AppError::NoSpace(e.to_string())
+        } else {
+            AppError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<ActorError> for AppError {
+    fn from(e: ActorError) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub order: Order,
+    pub saga_id: String,
+    pub events: Vec<RecordedEvent>,
+}
+
+impl OrderView {
+    fn from_record(rec: OrderRecord) -> Option<Self> {
+        let order = logic::fold(&rec)?;
+        Some(Self { order, saga_id: rec.saga_id, events: rec.events })
+    }
+}
+
+/// Filters of `GET /orders`.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub customer_id: Option<String>,
+    pub state: Option<OrderState>,
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub outbox_envelopes: usize,
+    pub entities_woken: usize,
+    pub active_sagas: usize,
+    pub undecodable_records: usize,
+    pub millis: u128,
+}
+
+struct Ep<L: Logic>(Arc<ServiceCtx<L>>);
+
+impl<L: Logic> Endpoint for Ep<L> {
+    fn db(&self) -> &ServiceDb {
+        &self.0.db
+    }
+    fn wake(&self, entity: &str, n: u64) {
+        self.0.add_depth(entity, n);
+        if let Err(e) = self.0.send(entity, EntityMsg::Wake, true) {
+            tracing::error!(error = %e, entity, "cannot wake entity; it resumes at the next message or restart");
+        }
+    }
+    fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool) {
+        let _ = self.0.send(entity, EntityMsg::Delivered(ids), activate);
+    }
+}
+
+/// The running system.
+pub struct Runtime {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub customers: Arc<ServiceCtx<CustomerLogic>>,
+    pub orders: Arc<ServiceCtx<OrderLogic>>,
+    pub sagas: Arc<ServiceCtx<SagaLogic>>,
+    watchers: Arc<Watchers>,
+    ready: AtomicBool,
+    root: ActorRef<super::supervisor::RootMsg>,
+    root_join: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub recovery: RecoveryReport,
+}
+
+fn service_spawner<L: Logic>(name: &'static str, ctx: Arc<ServiceCtx<L>>) -> (&'static str, SpawnService) {
+    let f: SpawnService = Box::new(move |root| {
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            Actor::spawn_linked(Some(name.to_owned()), ServiceSupervisor::<L>::new(), ctx, root)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    (name, f)
+}
+
+impl Runtime {
+    /// Opens the store, starts the supervision tree and relays, and recovers.
+    pub async fn start(settings: Settings) -> Result<Arc<Self>, AppError> {
+        let settings = Arc::new(settings);
+        let st = &settings.storage;
+        let store = Store::open(&st.data_dir, st.durability, st.cache_mb.saturating_mul(1 << 20))?;
+        let endpoints = Arc::new(OnceLock::new());
+        let watchers = Arc::new(Watchers::default());
+        let customers = ServiceCtx::new(
+            CustomerLogic,
+            store.customer.clone(),
+            Relay::start(Service::Customer, endpoints.clone()),
+            settings.clone(),
+        );
+        let orders = ServiceCtx::new(
+            OrderLogic { watchers: watchers.clone() },
+            store.order.clone(),
+            Relay::start(Service::Order, endpoints.clone()),
+            settings.clone(),
+        );
+        let sagas = ServiceCtx::new(
+            SagaLogic { policy: settings.saga_policy() },
+            store.saga.clone(),
+            Relay::start(Service::Saga, endpoints.clone()),
+            settings.clone(),
+        );
+        let _ = endpoints.set(Endpoints {
+            customer: Arc::new(Ep(customers.clone())),
+            order: Arc::new(Ep(orders.clone())),
+            saga: Arc::new(Ep(sagas.clone())),
+        });
+        let sup = &settings.supervision;
+        let args = RootArgs {
+            spawners: vec![
+                service_spawner("customer-supervisor", customers.clone()),
+                service_spawner("order-supervisor", orders.clone()),
+                service_spawner("saga-supervisor", sagas.clone()),
+            ],
+            window: Duration::from_millis(sup.window_ms),
+            max_restarts: 3,
+        };
+        let (root, root_join) = Actor::spawn(None, RootSupervisor, args)
+            .await
+            .map_err(|e| AppError::Internal(format!("cannot start the supervision tree: {e}")))?;
+        let mut rt = Runtime {
+            settings,
+            store,
+            customers,
+            orders,
+            sagas,
+            watchers,
+            ready: AtomicBool::new(false),
+            root,
+            root_join: std::sync::Mutex::new(Some(root_join)),
+            recovery: RecoveryReport::default(),
+        };
+        rt.recovery = rt.recover()?;
+        crate::fault::crash_point("after_recovery");
+        rt.ready.store(true, SeqCst);
+        tracing::info!(report = ?rt.recovery, "recovery done; ready");
+        Ok(Arc::new(rt))
+    }
+
+    fn recover(&self) -> Result<RecoveryReport, AppError> {
+        let started = Instant::now();
+        let mut r = RecoveryReport::default();
+        recover_service(&self.customers, &mut r)?;
+        recover_service(&self.orders, &mut r)?;
+        recover_service(&self.sagas, &mut r)?;
+        r.millis = started.elapsed().as_millis();
+        Ok(r)
+    }
+
+    /// True once recovery is done (and until shutdown starts).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(SeqCst)
+    }
+
+    /// Waits until the supervision tree stops (escalation or shutdown).
+    pub async fn stopped(&self) {
+        let join = self.root_join.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(j) = join {
+            let _ = j.await;
+        }
+    }
+
+    /// Stops the actors (bounded by `timeout`) and flushes every database.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), AppError> {
+        self.ready.store(false, SeqCst);
+        self.root.stop(Some("shutdown".into()));
+        let per = timeout / 3;
+        self.sagas.stop_all(per).await;
+        self.orders.stop_all(per).await;
+        self.customers.stop_all(per).await;
+        self.store.close()?;
+        Ok(())
+    }
+
+    fn check_ready(&self) -> Result<(), AppError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(AppError::NotReady)
+        }
+    }
+
+    async fn call<L: Logic>(
+        ctx: &Arc<ServiceCtx<L>>,
+        entity: &str,
+        cmd: L::Command,
+    ) -> Result<L::Reply, AppError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        ctx.send(entity, EntityMsg::Command(cmd, RpcReplyPort::from(tx)), true)?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(AppError::Internal(e)),
+            Ok(Err(_)) => Err(AppError::Internal(format!("the {} actor stopped before answering", L::SERVICE.name()))),
+            Err(_) => Err(AppError::Overloaded(format!("the {} service did not answer in time", L::SERVICE.name()))),
+        }
+    }
+
+    // ----------------------------------------------------------- customers
+
+    /// Creates a customer; answers once it is durable.
+    pub async fn create_customer(&self, name: String, credit_limit: Money) -> Result<Customer, AppError> {
+        self.check_ready()?;
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Self::call(&self.customers, &id, CustomerCmd::Create { name, credit_limit })
+            .await?
+            .map_err(|m| AppError::Conflict { code: "CUSTOMER_EXISTS", message: m })
+    }
+
+    /// A customer, if it exists.
+    pub async fn get_customer(&self, id: &str) -> Result<Option<Customer>, AppError> {
+        let rec = self.store.customer.get::<Customer>(id)?;
+        self.store.customer.flusher.read_barrier().await.map_err(StoreError::from)?;
+        Ok(rec.and_then(|r| r.state))
+    }
+
+    /// A page of customers in id order, and the cursor of the next page.
+    pub async fn list_customers(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Customer>, Option<String>), AppError> {
+        let mut out = Vec::new();
+        for item in self.store.customer.scan::<Customer>(after) {
+            let (_, rec) = item?;
+            if let Some(c) = rec.state {
+                out.push(c);
+                if out.len() > limit {
+                    break;
+                }
+            }
+        }
+        self.store.customer.flusher.read_barrier().await.map_err(StoreError::from)?;
+        Ok(page(out, limit, |c| c.id.to_string()))
+    }
+
+    // -------------------------------------------------------------- orders
+
+    /// Creates a PENDING order and starts its CreateOrder saga; answers once
+    /// the order (and the saga's start message in its outbox) is durable.
+    pub async fn create_order(&self, customer_id: CustomerId, total: Money) -> Result<OrderView, AppError> {
+        self.check_ready()?;
+        let max = self.settings.mailbox.max_depth as u64;
+        if self.customers.depth_of(customer_id.as_str()) >= max {
+            return Err(AppError::Overloaded(format!("customer {customer_id} has more than {max} messages queued")));
+        }
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let rec = Self::call(&self.orders, &id, OrderCmd::Create { customer_id, total })
+            .await?
+            .map_err(order_error)?;
+        metrics::counter!("durasaga_orders_created_total").increment(1);
+        OrderView::from_record(rec).ok_or_else(|| AppError::Internal("created order has no events".into()))
+    }
+
+    /// An order, if it exists.
+    pub async fn get_order(&self, id: &str) -> Result<Option<OrderView>, AppError> {
+        let rec = self.store.order.get::<OrderRecord>(id)?;
+        self.store.order.flusher.read_barrier().await.map_err(StoreError::from)?;
+        Ok(rec.and_then(|r| r.state).and_then(OrderView::from_record))
+    }
+
+    /// Waits (at most `wait`) until `done(order)` holds; returns the order as
+    /// it is then.
+    pub async fn wait_order(
+        &self,
+        id: &str,
+        wait: Duration,
+        done: impl Fn(&OrderView) -> bool,
+    ) -> Result<Option<OrderView>, AppError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.watchers.subscribe(id);
+            let view = self.get_order(id).await?;
+            match &view {
+                Some(v) if !done(v) => {}
+                _ => return Ok(view),
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(view);
+            }
+        }
+    }
+
+    /// A page of orders matching `filter`, in id (creation) order.
+    pub async fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<OrderView>, Option<String>), AppError> {
+        let mut out = Vec::new();
+        for item in self.store.order.scan::<OrderRecord>(after) {
+            let (_, rec) = item?;
+            let Some(v) = rec.state.and_then(OrderView::from_record) else { continue };
+            if filter.customer_id.as_deref().is_some_and(|c| c != v.order.customer_id.as_str())
+                || filter.state.is_some_and(|s| s != v.order.state)
+            {
+                continue;
+            }
+            out.push(v);
+            if out.len() > limit {
+                break;
+            }
+        }
+        self.store.order.flusher.read_barrier().await.map_err(StoreError::from)?;
+        Ok(page(out, limit, |v| v.order.id.to_string()))
+    }
+
+    /// Starts the CancelOrder saga of an APPROVED order.
+    pub async fn cancel_order(&self, id: &OrderId) -> Result<OrderView, AppError> {
+        self.check_ready()?;
+        if self.store.order.get::<OrderRecord>(id.as_str())?.and_then(|r| r.state).is_none() {
+            return Err(AppError::NotFound("order"));
+        }
+        let rec = Self::call(&self.orders, id.as_str(), OrderCmd::Cancel).await?.map_err(order_error)?;
+        OrderView::from_record(rec).ok_or(AppError::NotFound("order"))
+    }
+
+    // --------------------------------------------------------------- sagas
+
+    /// A saga's state and history.
+    pub async fn get_saga(&self, id: &str) -> Result<Option<SagaState>, AppError> {
+        let rec = self.store.saga.get::<SagaState>(id)?;
+        self.store.saga.flusher.read_barrier().await.map_err(StoreError::from)?;
+        Ok(rec.and_then(|r| r.state))
+    }
+
+    /// Resumes a PAUSED or FAILED saga.
+    pub async fn retry_saga(&self, id: &str) -> Result<SagaState, AppError> {
+        self.check_ready()?;
+        if self.store.saga.get::<SagaState>(id)?.and_then(|r| r.state).is_none() {
+            return Err(AppError::NotFound("saga"));
+        }
+        Self::call(&self.sagas, id, SagaCmd::Retry)
+            .await?
+            .map_err(|m| AppError::Conflict { code: "SAGA_NOT_RETRYABLE", message: m })
+    }
+
+    /// Live entity actors per service (customer, order, saga).
+    pub fn active_actors(&self) -> (usize, usize, usize) {
+        (self.customers.active(), self.orders.active(), self.sagas.active())
+    }
+}
+
+fn order_error(e: OrderError) -> AppError {
+    match e {
+        OrderError::NotFound => AppError::NotFound("order"),
+        OrderError::AlreadyExists => AppError::Conflict { code: "ORDER_EXISTS", message: e.to_string() },
+        OrderError::IllegalTransition { .. } => AppError::Conflict { code: "ORDER_NOT_APPROVED", message: e.to_string() },
+    }
+}
+
+/// Cuts `items` (fetched with one extra) to `limit` and derives the cursor.
+fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    if items.len() > limit {
+        items.truncate(limit);
+        let next = items.last().map(&key);
+        (items, next)
+    } else {
+        (items, None)
+    }
+}
+
+fn recover_service<L: Logic>(ctx: &Arc<ServiceCtx<L>>, r: &mut RecoveryReport) -> Result<(), AppError> {
+    let heads = ctx.db.inbox_heads()?;
+    let mut outbox = Vec::new();
+    let mut wake = Vec::new();
+    let mut with_record = std::collections::HashSet::new();
+    for item in ctx.db.scan::<L::State>(None) {
+        let (id, rec) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(service = L::SERVICE.name(), error = %e, "record does not decode; left as is");
+                r.undecodable_records += 1;
+                continue;
+            }
+        };
+        outbox.extend(rec.outbox.iter().cloned());
+        let pending = heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor);
+        let timer = ctx.logic.deadline(&rec.state).is_some();
+        if timer {
+            r.active_sagas += 1;
+        }
+        if pending || timer {
+            if pending {
+                ctx.add_depth(&id, ctx.db.inbox_depth(&id, rec.inbox_cursor)? as u64);
+            }
+            wake.push(id.clone());
+        }
+        with_record.insert(id);
+    }
+    for (id, _) in heads {
+        if !with_record.contains(&id) {
+            ctx.add_depth(&id, ctx.db.inbox_depth(&id, 0)? as u64);
+            wake.push(id);
+        }
+    }
+    r.outbox_envelopes += outbox.len();
+    r.entities_woken += wake.len();
+    if !outbox.is_empty() {
+        ctx.relay.send_recovered(outbox);
+    }
+    for id in wake {
+        ctx.send(&id, EntityMsg::Wake, true)?;
+    }
+    Ok(())
+}

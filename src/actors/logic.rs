@@ -1,0 +1,287 @@
+//! The three entity kinds: thin adapters from envelopes and commands to the
+//! pure domain (`Customer::handle`, `order::decide`/`apply`, `saga::step`).
+
+use super::entity::{Cx, Logic};
+use super::watch::Watchers;
+use crate::domain::order::{self, OrderCommand, OrderError};
+use crate::domain::saga::{self, SagaInput, SagaState, Transition};
+use crate::domain::{
+    customer, Address, Customer, CustomerCommand, CustomerId, CustomerReply, Envelope, Millis, Money, Order,
+    OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy, Service,
+};
+use crate::persistence::OrderRecord;
+use std::sync::Arc;
+
+// ---------------------------------------------------------------- customers
+
+/// The Customer service's entity.
+pub struct CustomerLogic;
+
+/// Direct commands to a customer.
+pub enum CustomerCmd {
+    Create { name: String, credit_limit: Money },
+}
+
+impl Logic for CustomerLogic {
+    type State = Customer;
+    type Command = CustomerCmd;
+    type Reply = Result<Customer, String>;
+    const SERVICE: Service = Service::Customer;
+
+    fn on_envelope(&self, cx: &mut Cx, _id: &str, state: &mut Option<Customer>, env: &Envelope) {
+        let (order_id, cmd) = match &env.payload {
+            Payload::ReserveCredit { order_id, amount, .. } => {
+                (order_id.clone(), CustomerCommand::ReserveCredit { order_id: order_id.clone(), amount: *amount })
+            }
+            Payload::ReleaseCredit { order_id, .. } => {
+                (order_id.clone(), CustomerCommand::ReleaseCredit { order_id: order_id.clone() })
+            }
+            other => {
+                tracing::warn!(kind = other.kind(), "customer ignored a message it does not handle");
+                return;
+            }
+        };
+        if crate::fault::customer_silent() {
+            return;
+        }
+        let reply = match state.as_mut() {
+            Some(c) => c.handle(&cmd),
+            None => customer::handle_missing(&cmd),
+        };
+        let payload = match reply {
+            CustomerReply::CreditReserved => Payload::CreditReserved { order_id },
+            CustomerReply::CreditLimitExceeded => Payload::CreditLimitExceeded { order_id },
+            CustomerReply::CustomerNotFound => Payload::CustomerNotFound { order_id },
+            CustomerReply::CreditReleased => Payload::CreditReleased { order_id },
+        };
+        cx.reply(env, payload);
+    }
+
+    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<Customer>, cmd: CustomerCmd) -> Self::Reply {
+        match cmd {
+            CustomerCmd::Create { name, credit_limit } => {
+                if state.is_some() {
+                    return Err("customer already exists".into());
+                }
+                let cid = CustomerId::parse(id).map_err(|e| e.to_string())?;
+                let c = Customer::new(cid, name, credit_limit, cx.now);
+                *state = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    fn inject_fault(&self, env: &Envelope) -> bool {
+        matches!(env.payload, Payload::ReserveCredit { .. }) && crate::fault::take_customer_panic()
+    }
+}
+
+// ------------------------------------------------------------------- orders
+
+/// The Order service's entity; notifies long-poll waiters after each commit.
+pub struct OrderLogic {
+    pub watchers: Arc<Watchers>,
+}
+
+/// Direct commands to an order.
+pub enum OrderCmd {
+    Create { customer_id: CustomerId, total: Money },
+    Cancel,
+}
+
+fn record_events(rec: &mut OrderRecord, events: Vec<order::OrderEvent>, now: Millis) {
+    for event in events {
+        let seq = rec.events.len() as u64 + 1;
+        let at = rec.events.last().map(|e| e.at.max(now)).unwrap_or(now);
+        rec.events.push(RecordedEvent { seq, at, event });
+    }
+}
+
+/// The order an order record describes.
+pub fn fold(rec: &OrderRecord) -> Option<Order> {
+    Order::fold(&rec.id, &rec.events)
+}
+
+impl Logic for OrderLogic {
+    type State = OrderRecord;
+    type Command = OrderCmd;
+    type Reply = Result<OrderRecord, OrderError>;
+    const SERVICE: Service = Service::Order;
+
+    fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<OrderRecord>, env: &Envelope) {
+        let (order_id, cmd) = match &env.payload {
+            Payload::ApproveOrder { order_id } => (order_id.clone(), OrderCommand::Approve),
+            Payload::RejectOrder { order_id, reason } => (order_id.clone(), OrderCommand::Reject { reason: *reason }),
+            Payload::CancelOrder { order_id } => (order_id.clone(), OrderCommand::Cancel),
+            other => {
+                tracing::warn!(kind = other.kind(), order = id, "order ignored a message it does not handle");
+                return;
+            }
+        };
+        let current = state.as_ref().and_then(fold);
+        let reply = match (order::decide(current.as_ref(), &cmd), state.as_mut()) {
+            (Ok(events), Some(rec)) => {
+                record_events(rec, events, cx.now);
+                match cmd {
+                    OrderCommand::Approve => Payload::OrderApproved { order_id },
+                    OrderCommand::Reject { reason } => Payload::OrderRejected { order_id, reason },
+                    _ => Payload::OrderCancelled { order_id },
+                }
+            }
+            (Ok(_), None) => Payload::OrderCommandRefused { order_id, error: OrderError::NotFound.to_string() },
+            (Err(e), _) => {
+                tracing::warn!(order = id, error = %e, "order refused a saga command");
+                Payload::OrderCommandRefused { order_id, error: e.to_string() }
+            }
+        };
+        cx.reply(env, reply);
+    }
+
+    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<OrderRecord>, cmd: OrderCmd) -> Self::Reply {
+        let oid = OrderId::parse(id).map_err(|_| OrderError::NotFound)?;
+        match cmd {
+            OrderCmd::Create { customer_id, total } => {
+                let current = state.as_ref().and_then(fold);
+                let events =
+                    order::decide(current.as_ref(), &OrderCommand::Create { customer_id: customer_id.clone(), total })?;
+                if events.is_empty() {
+                    // Same order created again: answer what exists, start nothing.
+                    return state.clone().ok_or(OrderError::NotFound);
+                }
+                let saga_id = SagaId::create_order(&oid);
+                let mut rec =
+                    OrderRecord { id: oid.clone(), saga_id: saga_id.to_string(), events: Vec::new(), cancel_requested: false };
+                record_events(&mut rec, events, cx.now);
+                cx.send(
+                    Address::saga(&saga_id),
+                    Payload::StartCreateOrder { order_id: oid, customer_id, total },
+                    saga_id.as_str(),
+                    None,
+                    1,
+                );
+                *state = Some(rec.clone());
+                Ok(rec)
+            }
+            OrderCmd::Cancel => {
+                let rec = state.as_mut().ok_or(OrderError::NotFound)?;
+                let current = fold(rec).ok_or(OrderError::NotFound)?;
+                if rec.cancel_requested || current.state == crate::domain::OrderState::Cancelled {
+                    return Ok(rec.clone());
+                }
+                // Checks the transition is legal now; the saga applies it later.
+                order::decide(Some(&current), &OrderCommand::Cancel)?;
+                rec.cancel_requested = true;
+                let saga_id = SagaId::cancel_order(&oid);
+                cx.send(
+                    Address::saga(&saga_id),
+                    Payload::StartCancelOrder { order_id: oid, customer_id: current.customer_id },
+                    saga_id.as_str(),
+                    None,
+                    1,
+                );
+                Ok(rec.clone())
+            }
+        }
+    }
+
+    fn after_commit(&self, id: &str, _state: &Option<OrderRecord>) {
+        self.watchers.notify(id);
+    }
+}
+
+// -------------------------------------------------------------------- sagas
+
+/// The Saga service's entity: one CreateOrder or CancelOrder saga.
+pub struct SagaLogic {
+    pub policy: SagaPolicy,
+}
+
+/// Operator commands to a saga.
+pub enum SagaCmd {
+    Retry,
+}
+
+fn emit(cx: &mut Cx, t: &Transition) {
+    for m in &t.messages {
+        cx.send(m.to.clone(), m.payload.clone(), t.state.id.as_str(), Some(Address::saga(&t.state.id)), m.attempt);
+    }
+}
+
+fn observe(before: Option<&SagaState>, after: &SagaState) {
+    let was_terminal = before.map(|b| b.phase.is_terminal()).unwrap_or(false);
+    if after.phase.is_terminal() && !was_terminal {
+        let reason = after.reason.map(|r| r.as_str()).unwrap_or("");
+        metrics::counter!("durasaga_saga_outcomes_total",
+            "kind" => after.kind.as_str(), "result" => after.phase.as_str(), "reason" => reason)
+        .increment(1);
+        let secs = (after.updated_at - after.started_at).max(0) as f64 / 1000.0;
+        metrics::histogram!("durasaga_saga_duration_seconds", "kind" => after.kind.as_str()).record(secs);
+        tracing::info!(saga = %after.id, order = %after.order_id, phase = after.phase.as_str(), reason, "saga ended");
+    }
+}
+
+impl SagaLogic {
+    fn apply(&self, cx: &mut Cx, state: &mut Option<SagaState>, input: SagaInput) -> bool {
+        let Some(s) = state.as_ref() else { return false };
+        let t = saga::step(s, &input, cx.now, cx.jitter, &self.policy);
+        if !t.changed {
+            return false;
+        }
+        observe(Some(s), &t.state);
+        emit(cx, &t);
+        *state = Some(t.state);
+        true
+    }
+}
+
+impl Logic for SagaLogic {
+    type State = SagaState;
+    type Command = SagaCmd;
+    type Reply = Result<SagaState, String>;
+    const SERVICE: Service = Service::Saga;
+
+    fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<SagaState>, env: &Envelope) {
+        let start = match &env.payload {
+            Payload::StartCreateOrder { order_id, customer_id, total } => {
+                Some((SagaKind::CreateOrder, order_id, customer_id, *total))
+            }
+            Payload::StartCancelOrder { order_id, customer_id } => {
+                Some((SagaKind::CancelOrder, order_id, customer_id, Money::ZERO))
+            }
+            _ => None,
+        };
+        if let Some((kind, order_id, customer_id, total)) = start {
+            if state.is_some() {
+                return; // duplicate start
+            }
+            let Ok(sid) = SagaId::parse(id) else { return };
+            let t = saga::start(sid, kind, order_id.clone(), customer_id.clone(), total, cx.now, &self.policy);
+            tracing::info!(saga = id, order = %order_id, kind = kind.as_str(), "saga started");
+            emit(cx, &t);
+            *state = Some(t.state);
+            return;
+        }
+        self.apply(cx, state, SagaInput::Reply(env.payload.clone()));
+    }
+
+    fn on_command(&self, cx: &mut Cx, _id: &str, state: &mut Option<SagaState>, cmd: SagaCmd) -> Self::Reply {
+        match cmd {
+            SagaCmd::Retry => {
+                let Some(s) = state.as_ref() else { return Err("saga not found".into()) };
+                if !matches!(s.phase, crate::domain::SagaPhase::Paused | crate::domain::SagaPhase::Failed) {
+                    return Err(format!("saga is {}, only PAUSED or FAILED sagas can be retried", s.phase.as_str()));
+                }
+                self.apply(cx, state, SagaInput::Retry);
+                state.clone().ok_or_else(|| "saga not found".into())
+            }
+        }
+    }
+
+    fn on_timer(&self, cx: &mut Cx, _id: &str, state: &mut Option<SagaState>) -> bool {
+        self.apply(cx, state, SagaInput::Timer)
+    }
+
+    fn deadline(&self, state: &Option<SagaState>) -> Option<Millis> {
+        state.as_ref().filter(|s| s.phase.is_active()).and_then(|s| s.deadline)
+    }
+}

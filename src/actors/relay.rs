@@ -1,0 +1,145 @@
+//! The relay: drains a service's outbox hand-offs, appends each envelope to
+//! its receiver's durable inbox, waits until the receiver's database has
+//! flushed, then wakes the receivers and tells the senders what was delivered.
+//!
+//! Invariants: envelopes are appended in the order they were handed over, so
+//! messages between one sender and one receiver arrive in order; a sender
+//! learns of a delivery only after the receiver's write is durable, and only
+//! then may it drop the envelope from its outbox. A crash anywhere in between
+//! leaves the envelope in the sender's outbox, and start-up recovery hands it
+//! over again (the receiver deduplicates).
+
+use crate::domain::{Envelope, Service};
+use crate::persistence::ServiceDb;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A receiving service as the relay sees it.
+pub trait Endpoint: Send + Sync {
+    fn db(&self) -> &ServiceDb;
+    /// `n` entries were durably appended to `entity`'s inbox.
+    fn wake(&self, entity: &str, n: u64);
+    /// These outbox envelopes of `entity` are durable at their receivers.
+    fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool);
+}
+
+/// The three services, set once the runtime has built them.
+pub struct Endpoints {
+    pub customer: Arc<dyn Endpoint>,
+    pub order: Arc<dyn Endpoint>,
+    pub saga: Arc<dyn Endpoint>,
+}
+
+impl Endpoints {
+    fn get(&self, s: Service) -> &Arc<dyn Endpoint> {
+        match s {
+            Service::Customer => &self.customer,
+            Service::Order => &self.order,
+            Service::Saga => &self.saga,
+        }
+    }
+}
+
+struct Batch {
+    envelopes: Vec<Envelope>,
+    /// Activate senders to trim their outbox (start-up recovery).
+    activate_senders: bool,
+}
+
+/// The sending side of one service's relay. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    service: Service,
+    tx: mpsc::UnboundedSender<Batch>,
+}
+
+impl Relay {
+    /// Creates the relay of `service` and starts its task; it waits for
+    /// `endpoints` to be set before it delivers anything.
+    pub fn start(service: Service, endpoints: Arc<OnceLock<Endpoints>>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(service, rx, endpoints));
+        Self { service, tx }
+    }
+
+    /// Hands freshly committed envelopes over for delivery.
+    pub fn send(&self, envelopes: Vec<Envelope>) {
+        if self.tx.send(Batch { envelopes, activate_senders: false }).is_err() {
+            tracing::warn!(service = self.service.name(), "relay stopped; envelopes stay in the outbox until restart");
+        }
+    }
+
+    /// Hands over envelopes found in outboxes at start-up.
+    pub fn send_recovered(&self, envelopes: Vec<Envelope>) {
+        let _ = self.tx.send(Batch { envelopes, activate_senders: true });
+    }
+}
+
+/// Most envelopes moved per flush of the receivers.
+const MAX_BATCH: usize = 4096;
+
+async fn run(service: Service, mut rx: mpsc::UnboundedReceiver<Batch>, endpoints: Arc<OnceLock<Endpoints>>) {
+    let eps = loop {
+        if let Some(e) = endpoints.get() {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    while let Some(first) = rx.recv().await {
+        let mut activate = first.activate_senders;
+        let mut batch = first.envelopes;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => {
+                    activate |= more.activate_senders;
+                    batch.extend(more.envelopes);
+                }
+                Err(_) => break,
+            }
+        }
+        deliver(service, eps, batch, activate).await;
+    }
+}
+
+async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activate: bool) {
+    let mut tickets = BTreeMap::new();
+    let mut woken: HashMap<(Service, &str), u64> = HashMap::new();
+    let mut senders: HashMap<&str, Vec<u128>> = HashMap::new();
+    for env in &batch {
+        let db = eps.get(env.to.service).db();
+        let mut backoff = Duration::from_millis(10);
+        let ticket = loop {
+            match db.inbox_append(env) {
+                Ok((_, t)) => break t,
+                Err(e) => {
+                    tracing::error!(error = %e, to = %env.to.entity, "relay append failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        tickets.insert(env.to.service, ticket);
+        *woken.entry((env.to.service, env.to.entity.as_str())).or_insert(0) += 1;
+        senders.entry(env.from.entity.as_str()).or_default().push(env.id);
+    }
+    crate::fault::crash_point("after_inbox_append");
+    for (svc, ticket) in tickets {
+        let db = eps.get(svc).db();
+        let mut backoff = Duration::from_millis(10);
+        while let Err(e) = db.durable(ticket).await {
+            tracing::error!(error = %e, "relay flush failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+    crate::fault::crash_point("between_handoff_and_outbox_removal");
+    for ((svc, entity), n) in woken {
+        eps.get(svc).wake(entity, n);
+    }
+    let me = eps.get(service);
+    for (entity, ids) in senders {
+        me.delivered(entity, ids, activate);
+    }
+}
