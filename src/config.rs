@@ -113,7 +113,10 @@ impl Settings {
         let mut f = Figment::new().merge(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             f = f.merge(Toml::file(path));
         }
@@ -150,8 +153,11 @@ impl Settings {
         if self.saga.reply_timeout_ms == 0 {
             return bad("saga.reply_timeout_ms must be positive");
         }
-        if self.mailbox.max_attempts == 0 || self.mailbox.batch == 0 || self.mailbox.max_depth == 0 {
-            return bad("mailbox.max_attempts, mailbox.batch and mailbox.max_depth must be at least 1");
+        if self.mailbox.max_attempts == 0 || self.mailbox.batch == 0 || self.mailbox.max_depth == 0
+        {
+            return bad(
+                "mailbox.max_attempts, mailbox.batch and mailbox.max_depth must be at least 1",
+            );
         }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             return bad("log.format must be \"pretty\" or \"json\"");
@@ -197,8 +203,12 @@ mod tests {
             .with(serde_json::json!({"saga": {"max_attempts": 2}}))
             .unwrap();
         assert_eq!(s.saga_policy().max_attempts, 2);
-        assert!(Settings::defaults().with(serde_json::json!({"saga": {"max_attempts": 0}})).is_err());
-        assert!(Settings::defaults().with(serde_json::json!({"http": {"bind": "nope"}})).is_err());
+        assert!(Settings::defaults()
+            .with(serde_json::json!({"saga": {"max_attempts": 0}}))
+            .is_err());
+        assert!(Settings::defaults()
+            .with(serde_json::json!({"http": {"bind": "nope"}}))
+            .is_err());
     }
 
     #[test]

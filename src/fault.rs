@@ -15,7 +15,9 @@ pub fn arm_customer_panics(n: u32) {
 
 /// Consumes one armed customer panic; true if the caller should panic now.
 pub fn take_customer_panic() -> bool {
-    CUSTOMER_PANICS.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+    CUSTOMER_PANICS
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// While set, CustomerActors consume messages without answering.
@@ -49,7 +51,10 @@ pub fn crash_point(name: &str) {
         use std::sync::atomic::AtomicU64;
         static PASSES: AtomicU64 = AtomicU64::new(0);
         if std::env::var("DURASAGA_CRASH_AT").ok().as_deref() == Some(name) {
-            let after: u64 = std::env::var("DURASAGA_CRASH_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+            let after: u64 = std::env::var("DURASAGA_CRASH_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             if PASSES.fetch_add(1, SeqCst) + 1 >= after {
                 eprintln!("durasaga: crash point {name} reached; aborting");
                 std::process::abort();

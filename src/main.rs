@@ -1,1 +1,118 @@
-fn main() {}
+//! The `durasaga` binary: parses arguments and hands over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use durasaga::config::Settings;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "durasaga",
+    version,
+    about = "Sagas across microservices that survive kill -9"
+)]
+struct Cli {
+    /// A TOML file with settings (see config/default.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (REST API on http.bind, data under storage.data_dir).
+    Serve {
+        /// Data directory (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080; port 0 picks one).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Durability mode: flush, fsync or none.
+        #[arg(long)]
+        durability: Option<String>,
+    },
+    /// Narrated demonstrations.
+    Demo {
+        #[command(subcommand)]
+        which: Demo,
+    },
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// A CustomerActor panics mid-saga; its supervisor restarts it and the saga finishes.
+    Supervision,
+    /// Fire 500 orders at a child `durasaga serve`, SIGKILL it mid-flight, restart, and check every order ends.
+    Crash {
+        /// Orders to fire.
+        #[arg(long, default_value_t = 500)]
+        orders: usize,
+    },
+}
+
+fn init_logging(settings: &Settings, format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Pretty) => false,
+        None => settings.log.format == "json",
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            bind,
+            durability,
+        } => {
+            let mut patch = serde_json::json!({});
+            if let Some(d) = data_dir {
+                patch["storage"]["data_dir"] = serde_json::json!(d);
+            }
+            if let Some(b) = bind {
+                patch["http"]["bind"] = serde_json::json!(b);
+            }
+            if let Some(d) = durability {
+                patch["storage"]["durability"] = serde_json::json!(d);
+            }
+            let settings = settings.with(patch)?;
+            init_logging(&settings, cli.log_format);
+            rt.block_on(durasaga::serve::run(settings))
+                .context("durasaga serve failed")
+        }
+        Command::Demo { which } => {
+            init_logging(&settings, cli.log_format);
+            match which {
+                Demo::Supervision => rt.block_on(durasaga::demo::supervision(settings)),
+                Demo::Crash { orders } => rt.block_on(durasaga::demo::crash(orders)),
+            }
+        }
+    }
+}

@@ -146,7 +146,7 @@ async fn handle_once(db: &ServiceDb, entity: &str, step: u64) -> Result<Option<V
         rec.remember(env.id);
     }
     // Now and then the relay has delivered all but the two newest messages.
-    if step % 3 == 0 && rec.outbox.len() > 2 {
+    if step.is_multiple_of(3) && rec.outbox.len() > 2 {
         let n = rec.outbox.len() - 2;
         let delivered: HashSet<u128> = rec.outbox[..n].iter().map(|e| e.id).collect();
         state
@@ -163,7 +163,7 @@ async fn handle_once(db: &ServiceDb, entity: &str, step: u64) -> Result<Option<V
     db.durable(ticket)
         .await
         .map_err(|e| format!("durable {entity}: {e}"))?;
-    if step % 4 == 0 {
+    if step.is_multiple_of(4) {
         db.inbox_remove_consumed(entity, rec.inbox_cursor)
             .map_err(|e| format!("inbox_remove_consumed {entity}: {e}"))?;
     }
@@ -211,7 +211,7 @@ fn crash_child_writer() {
         .expect("start id");
     let mode = match std::env::var(MODE_ENV).as_deref() {
         Ok("fsync") => Durability::Fsync,
-        _ => Durability::None,
+        _ => Durability::Flush,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -260,7 +260,7 @@ async fn appender(
             .await
             .map_err(|e| format!("durable append: {e}"))?;
         emit(format!("ACK {id} {entity}"));
-        if id % 7 == 0 {
+        if id.is_multiple_of(7) {
             tokio::task::yield_now().await;
         }
     }
@@ -281,7 +281,7 @@ async fn handler(db: ServiceDb, entity: &'static str) -> Result<(), String> {
         }
         // A slower consumer now and then, so that a backlog builds up and
         // kills also hit entities with many pending entries.
-        if step % 8 == 0 {
+        if step.is_multiple_of(8) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -385,7 +385,7 @@ fn run_and_kill(data: &Path, log_dir: &Path, cycle: u64, rng: &mut XorShift) -> 
 
     // One cycle in five is killed early, counted from the spawn (possibly
     // during sled's recovery); the others from the moment it is writing.
-    let early = rng.next() % 5 == 0;
+    let early = rng.next().is_multiple_of(5);
     let delay = Duration::from_millis(20 + rng.next() % 281);
     if !early {
         let deadline = Instant::now() + Duration::from_secs(30);

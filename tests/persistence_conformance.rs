@@ -930,7 +930,9 @@ async fn dead_letters_put_list_take_round_trip_with_pagination() {
         let dl = DeadLetter {
             id,
             entity: format!("c-{n}"),
-            envelope: (n % 2 == 0).then(|| envelope(id, "s", &format!("c-{n}"))),
+            envelope: n
+                .is_multiple_of(2)
+                .then(|| envelope(id, "s", &format!("c-{n}"))),
             error: format!("boom {n}"),
             attempts: n as u32 + 1,
             at: 1000 + n as i64,

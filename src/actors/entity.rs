@@ -49,11 +49,23 @@ pub struct Cx {
 
 impl Cx {
     fn new(me: Address) -> Self {
-        Self { now: now_millis(), me, jitter: rand::random::<f64>(), out: Vec::new() }
+        Self {
+            now: now_millis(),
+            me,
+            jitter: rand::random::<f64>(),
+            out: Vec::new(),
+        }
     }
 
     /// Queues a message; it is committed with the state and sent after the flush.
-    pub fn send(&mut self, to: Address, payload: Payload, correlation: &str, reply_to: Option<Address>, attempt: u32) {
+    pub fn send(
+        &mut self,
+        to: Address,
+        payload: Payload,
+        correlation: &str,
+        reply_to: Option<Address>,
+        attempt: u32,
+    ) {
         self.out.push(Envelope {
             id: new_envelope_id(),
             kind: payload.kind().to_owned(),
@@ -87,7 +99,13 @@ pub trait Logic: Send + Sync + Sized + 'static {
     /// Handles one inbox message (already deduplicated).
     fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<Self::State>, env: &Envelope);
     /// Handles a direct command.
-    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<Self::State>, cmd: Self::Command) -> Self::Reply;
+    fn on_command(
+        &self,
+        cx: &mut Cx,
+        id: &str,
+        state: &mut Option<Self::State>,
+        cmd: Self::Command,
+    ) -> Self::Reply;
     /// Handles a timer; returns whether the state changed.
     fn on_timer(&self, _cx: &mut Cx, _id: &str, _state: &mut Option<Self::State>) -> bool {
         false
@@ -173,7 +191,11 @@ impl<L: Logic> ServiceCtx<L> {
             relay,
             settings,
             supervisor: Mutex::new(None),
-            reg: Mutex::new(RegistryInner { slots: HashMap::new(), by_actor: HashMap::new(), failures: HashMap::new() }),
+            reg: Mutex::new(RegistryInner {
+                slots: HashMap::new(),
+                by_actor: HashMap::new(),
+                failures: HashMap::new(),
+            }),
             depth: Mutex::new(HashMap::new()),
             restarts: AtomicU64::new(0),
         })
@@ -190,7 +212,12 @@ impl<L: Logic> ServiceCtx<L> {
 
     /// Sends `msg` to `entity`, activating it if `activate` (otherwise a
     /// message for an inactive entity is dropped).
-    pub fn send(self: &Arc<Self>, entity: &str, msg: EntityMsg<L>, activate: bool) -> Result<(), ActorError> {
+    pub fn send(
+        self: &Arc<Self>,
+        entity: &str,
+        msg: EntityMsg<L>,
+        activate: bool,
+    ) -> Result<(), ActorError> {
         debug_assert!(msg.via_registry());
         let mut g = self.lock();
         let mut msg = msg;
@@ -201,7 +228,9 @@ impl<L: Logic> ServiceCtx<L> {
                 }
                 self.spawn_locked(&mut g, entity)?;
             }
-            let Some(slot) = g.slots.get_mut(entity) else { continue };
+            let Some(slot) = g.slots.get_mut(entity) else {
+                continue;
+            };
             slot.sent += 1;
             match slot.actor.send_message(msg) {
                 Ok(()) => return Ok(()),
@@ -218,7 +247,11 @@ impl<L: Logic> ServiceCtx<L> {
         Err(ActorError::Spawn(format!("could not deliver to {entity}")))
     }
 
-    fn spawn_locked(self: &Arc<Self>, g: &mut RegistryInner<L>, entity: &str) -> Result<(), ActorError> {
+    fn spawn_locked(
+        self: &Arc<Self>,
+        g: &mut RegistryInner<L>,
+        entity: &str,
+    ) -> Result<(), ActorError> {
         let sup = self
             .supervisor
             .lock()
@@ -227,9 +260,19 @@ impl<L: Logic> ServiceCtx<L> {
             .ok_or(ActorError::NotRunning(L::SERVICE.name()))?;
         let received = Arc::new(AtomicU64::new(0));
         let failures = g.failures.get(entity).map(|f| f.count).unwrap_or(0);
-        let args = EntityArgs { ctx: self.clone(), id: entity.to_owned(), failures, received: received.clone() };
-        let (actor, _join) = ractor::ActorRuntime::spawn_linked_instant(None, EntityActor::<L>(std::marker::PhantomData), args, sup)
-            .map_err(|e| ActorError::Spawn(e.to_string()))?;
+        let args = EntityArgs {
+            ctx: self.clone(),
+            id: entity.to_owned(),
+            failures,
+            received: received.clone(),
+        };
+        let (actor, _join) = ractor::ActorRuntime::spawn_linked_instant(
+            None,
+            EntityActor::<L>(std::marker::PhantomData),
+            args,
+            sup,
+        )
+        .map_err(|e| ActorError::Spawn(e.to_string()))?;
         g.by_actor.insert(actor.get_id(), entity.to_owned());
         g.slots.insert(entity.to_owned(), Slot { actor, sent: 0 });
         Ok(())
@@ -243,9 +286,15 @@ impl<L: Logic> ServiceCtx<L> {
         if g.slots.get(&entity).map(|s| s.actor.get_id()) == Some(actor) {
             g.slots.remove(&entity);
         }
-        let f = g.failures.entry(entity.clone()).or_insert(Failures { count: 0, since: Instant::now() });
+        let f = g.failures.entry(entity.clone()).or_insert(Failures {
+            count: 0,
+            since: Instant::now(),
+        });
         if f.since.elapsed() > window {
-            *f = Failures { count: 0, since: Instant::now() };
+            *f = Failures {
+                count: 0,
+                since: Instant::now(),
+            };
         }
         f.count += 1;
         let count = f.count;
@@ -303,23 +352,39 @@ impl<L: Logic> ServiceCtx<L> {
 
     /// Pending inbox entries of `entity` known to this process.
     pub fn depth_of(&self, entity: &str) -> u64 {
-        self.depth.lock().unwrap_or_else(|p| p.into_inner()).get(entity).copied().unwrap_or(0)
+        self.depth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(entity)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sum of all pending inbox entries known to this process.
     pub fn total_depth(&self) -> u64 {
-        self.depth.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.depth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
     }
 
     /// Asks every live actor to stop and waits (bounded) until they have.
     pub async fn stop_all(&self, timeout: Duration) {
-        let actors: Vec<ActorRef<EntityMsg<L>>> = self.lock().slots.values().map(|s| s.actor.clone()).collect();
+        let actors: Vec<ActorRef<EntityMsg<L>>> = self
+            .lock()
+            .slots
+            .values()
+            .map(|s| s.actor.clone())
+            .collect();
         for a in &actors {
             a.stop(Some("shutdown".into()));
         }
         let deadline = Instant::now() + timeout;
         for a in actors {
-            while !matches!(a.get_status(), ractor::ActorStatus::Stopped) && Instant::now() < deadline {
+            while !matches!(a.get_status(), ractor::ActorStatus::Stopped)
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -356,11 +421,22 @@ impl<L: Logic> Actor for EntityActor<L> {
     type State = EntityState<L>;
     type Arguments = EntityArgs<L>;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: EntityArgs<L>) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EntityArgs<L>,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let idle_ms = args.ctx.settings.actors.idle_timeout_ms.max(10);
-        let idle = Some(myself.send_interval(Duration::from_millis(idle_ms / 2 + 1), || EntityMsg::IdleCheck));
+        let idle = Some(
+            myself.send_interval(Duration::from_millis(idle_ms / 2 + 1), || {
+                EntityMsg::IdleCheck
+            }),
+        );
         Ok(EntityState {
-            me: Address { service: L::SERVICE, entity: args.id.clone() },
+            me: Address {
+                service: L::SERVICE,
+                entity: args.id.clone(),
+            },
             ctx: args.ctx,
             id: args.id,
             rec: None,
@@ -373,14 +449,23 @@ impl<L: Logic> Actor for EntityActor<L> {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(h) = st.idle.take() {
             h.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if msg.via_registry() {
             st.received.fetch_add(1, SeqCst);
             st.last_active = Instant::now();
@@ -394,7 +479,10 @@ impl<L: Logic> Actor for EntityActor<L> {
             EntityMsg::Command(cmd, reply) => {
                 let mut cx = Cx::new(st.me.clone());
                 let rec = st.rec.as_mut().ok_or("record not loaded")?;
-                let answer = st.ctx.logic.on_command(&mut cx, &st.id, &mut rec.state, cmd);
+                let answer = st
+                    .ctx
+                    .logic
+                    .on_command(&mut cx, &st.id, &mut rec.state, cmd);
                 match commit(st, cx.out).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(answer));
@@ -418,7 +506,9 @@ impl<L: Logic> Actor for EntityActor<L> {
                 let rec = st.rec.as_ref().ok_or("record not loaded")?;
                 if st.last_active.elapsed() >= idle
                     && st.ctx.logic.deadline(&rec.state).is_none()
-                    && st.ctx.try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
+                    && st
+                        .ctx
+                        .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
                 {
                     passivate(st)?;
                     myself.stop(None);
@@ -445,7 +535,9 @@ fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr
 
 fn arm_timer<L: Logic>(myself: &ActorRef<EntityMsg<L>>, st: &mut EntityState<L>) {
     let Some(rec) = st.rec.as_ref() else { return };
-    let Some(deadline) = st.ctx.logic.deadline(&rec.state) else { return };
+    let Some(deadline) = st.ctx.logic.deadline(&rec.state) else {
+        return;
+    };
     if st.timer_for == Some(deadline) {
         return;
     }
@@ -460,7 +552,11 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
     loop {
         let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
         // After a failure, handle one message at a time so the poisoned one is known.
-        let batch = if st.failures > 0 { 1 } else { st.ctx.settings.mailbox.batch };
+        let batch = if st.failures > 0 {
+            1
+        } else {
+            st.ctx.settings.mailbox.batch
+        };
         let pending = st.ctx.db.inbox_pending(&st.id, cursor, batch)?;
         if pending.is_empty() {
             return Ok(());
@@ -490,7 +586,10 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                     deadletters.push(DeadLetter {
                         id: env.id,
                         entity: st.id.clone(),
-                        error: format!("handling failed {} times (panic or error; see logs)", st.failures),
+                        error: format!(
+                            "handling failed {} times (panic or error; see logs)",
+                            st.failures
+                        ),
                         envelope: Some(env),
                         attempts: st.failures,
                         at: cx.now,
@@ -500,16 +599,24 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                     let span = tracing::info_span!("handle", saga = %env.correlation, service = L::SERVICE.name(), entity = %st.id, kind = %env.kind);
                     let _g = span.enter();
                     if st.ctx.logic.inject_fault(&env) {
-                        panic!("injected fault in {} {} while handling {}", L::SERVICE.name(), st.id, env.kind);
+                        panic!(
+                            "injected fault in {} {} while handling {}",
+                            L::SERVICE.name(),
+                            st.id,
+                            env.kind
+                        );
                     }
-                    st.ctx.logic.on_envelope(&mut cx, &st.id, &mut rec.state, &env);
+                    st.ctx
+                        .logic
+                        .on_envelope(&mut cx, &st.id, &mut rec.state, &env);
                     rec.remember(env.id);
                 }
             }
         }
         for dl in &deadletters {
             st.ctx.db.deadletter_put(dl)?;
-            metrics::counter!("durasaga_dead_letters_total", "service" => L::SERVICE.name()).increment(1);
+            metrics::counter!("durasaga_dead_letters_total", "service" => L::SERVICE.name())
+                .increment(1);
         }
         commit(st, cx.out).await?;
         st.ctx.sub_depth(&st.id, n);
@@ -524,7 +631,10 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
 
 /// One durable commit: state + outbox + cursor + dedup window in a single
 /// insert, then the flush barrier, then the relay hand-off.
-async fn commit<L: Logic>(st: &mut EntityState<L>, out: Vec<Envelope>) -> Result<(), ActorProcessingErr> {
+async fn commit<L: Logic>(
+    st: &mut EntityState<L>,
+    out: Vec<Envelope>,
+) -> Result<(), ActorProcessingErr> {
     let rec = st.rec.as_mut().ok_or("record not loaded")?;
     rec.trim_outbox(&st.delivered);
     st.delivered.clear();

@@ -13,7 +13,10 @@ use super::relay::{Endpoint, Endpoints, Relay};
 use super::supervisor::{RootArgs, RootSupervisor, ServiceSupervisor, SpawnService};
 use super::watch::Watchers;
 use crate::config::Settings;
-use crate::domain::{Customer, CustomerId, Money, Order, OrderError, OrderId, OrderState, RecordedEvent, SagaState, Service};
+use crate::domain::{
+    Customer, CustomerId, Money, Order, OrderError, OrderId, OrderState, RecordedEvent, SagaState,
+    Service,
+};
 use crate::persistence::{OrderRecord, ServiceDb, Store, StoreError};
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -64,7 +67,11 @@ pub struct OrderView {
 impl OrderView {
     fn from_record(rec: OrderRecord) -> Option<Self> {
         let order = logic::fold(&rec)?;
-        Some(Self { order, saga_id: rec.saga_id, events: rec.events })
+        Some(Self {
+            order,
+            saga_id: rec.saga_id,
+            events: rec.events,
+        })
     }
 }
 
@@ -116,14 +123,22 @@ pub struct Runtime {
     pub recovery: RecoveryReport,
 }
 
-fn service_spawner<L: Logic>(name: &'static str, ctx: Arc<ServiceCtx<L>>) -> (&'static str, SpawnService) {
+fn service_spawner<L: Logic>(
+    name: &'static str,
+    ctx: Arc<ServiceCtx<L>>,
+) -> (&'static str, SpawnService) {
     let f: SpawnService = Box::new(move |root| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            Actor::spawn_linked(Some(name.to_owned()), ServiceSupervisor::<L>::new(), ctx, root)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            Actor::spawn_linked(
+                Some(name.to_owned()),
+                ServiceSupervisor::<L>::new(),
+                ctx,
+                root,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         })
     });
     (name, f)
@@ -134,7 +149,11 @@ impl Runtime {
     pub async fn start(settings: Settings) -> Result<Arc<Self>, AppError> {
         let settings = Arc::new(settings);
         let st = &settings.storage;
-        let store = Store::open(&st.data_dir, st.durability, st.cache_mb.saturating_mul(1 << 20))?;
+        let store = Store::open(
+            &st.data_dir,
+            st.durability,
+            st.cache_mb.saturating_mul(1 << 20),
+        )?;
         let endpoints = Arc::new(OnceLock::new());
         let watchers = Arc::new(Watchers::default());
         let customers = ServiceCtx::new(
@@ -144,13 +163,17 @@ impl Runtime {
             settings.clone(),
         );
         let orders = ServiceCtx::new(
-            OrderLogic { watchers: watchers.clone() },
+            OrderLogic {
+                watchers: watchers.clone(),
+            },
             store.order.clone(),
             Relay::start(Service::Order, endpoints.clone()),
             settings.clone(),
         );
         let sagas = ServiceCtx::new(
-            SagaLogic { policy: settings.saga_policy() },
+            SagaLogic {
+                policy: settings.saga_policy(),
+            },
             store.saga.clone(),
             Relay::start(Service::Saga, endpoints.clone()),
             settings.clone(),
@@ -209,7 +232,11 @@ impl Runtime {
 
     /// Waits until the supervision tree stops (escalation or shutdown).
     pub async fn stopped(&self) {
-        let join = self.root_join.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let join = self
+            .root_join
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(j) = join {
             let _ = j.await;
         }
@@ -241,35 +268,65 @@ impl Runtime {
         cmd: L::Command,
     ) -> Result<L::Reply, AppError> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        ctx.send(entity, EntityMsg::Command(cmd, RpcReplyPort::from(tx)), true)?;
+        ctx.send(
+            entity,
+            EntityMsg::Command(cmd, RpcReplyPort::from(tx)),
+            true,
+        )?;
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(AppError::Internal(e)),
-            Ok(Err(_)) => Err(AppError::Internal(format!("the {} actor stopped before answering", L::SERVICE.name()))),
-            Err(_) => Err(AppError::Overloaded(format!("the {} service did not answer in time", L::SERVICE.name()))),
+            Ok(Err(_)) => Err(AppError::Internal(format!(
+                "the {} actor stopped before answering",
+                L::SERVICE.name()
+            ))),
+            Err(_) => Err(AppError::Overloaded(format!(
+                "the {} service did not answer in time",
+                L::SERVICE.name()
+            ))),
         }
     }
 
     // ----------------------------------------------------------- customers
 
     /// Creates a customer; answers once it is durable.
-    pub async fn create_customer(&self, name: String, credit_limit: Money) -> Result<Customer, AppError> {
+    pub async fn create_customer(
+        &self,
+        name: String,
+        credit_limit: Money,
+    ) -> Result<Customer, AppError> {
         self.check_ready()?;
         let id = uuid::Uuid::now_v7().simple().to_string();
-        Self::call(&self.customers, &id, CustomerCmd::Create { name, credit_limit })
-            .await?
-            .map_err(|m| AppError::Conflict { code: "CUSTOMER_EXISTS", message: m })
+        Self::call(
+            &self.customers,
+            &id,
+            CustomerCmd::Create { name, credit_limit },
+        )
+        .await?
+        .map_err(|m| AppError::Conflict {
+            code: "CUSTOMER_EXISTS",
+            message: m,
+        })
     }
 
     /// A customer, if it exists.
     pub async fn get_customer(&self, id: &str) -> Result<Option<Customer>, AppError> {
         let rec = self.store.customer.get::<Customer>(id)?;
-        self.store.customer.flusher.read_barrier().await.map_err(StoreError::from)?;
+        self.store
+            .customer
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
         Ok(rec.and_then(|r| r.state))
     }
 
     /// A page of customers in id order, and the cursor of the next page.
-    pub async fn list_customers(&self, after: Option<&str>, limit: usize) -> Result<(Vec<Customer>, Option<String>), AppError> {
+    pub async fn list_customers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Customer>, Option<String>), AppError> {
         let mut out = Vec::new();
         for item in self.store.customer.scan::<Customer>(after) {
             let (_, rec) = item?;
@@ -280,7 +337,12 @@ impl Runtime {
                 }
             }
         }
-        self.store.customer.flusher.read_barrier().await.map_err(StoreError::from)?;
+        self.store
+            .customer
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
         Ok(page(out, limit, |c| c.id.to_string()))
     }
 
@@ -288,24 +350,36 @@ impl Runtime {
 
     /// Creates a PENDING order and starts its CreateOrder saga; answers once
     /// the order (and the saga's start message in its outbox) is durable.
-    pub async fn create_order(&self, customer_id: CustomerId, total: Money) -> Result<OrderView, AppError> {
+    pub async fn create_order(
+        &self,
+        customer_id: CustomerId,
+        total: Money,
+    ) -> Result<OrderView, AppError> {
         self.check_ready()?;
         let max = self.settings.mailbox.max_depth as u64;
         if self.customers.depth_of(customer_id.as_str()) >= max {
-            return Err(AppError::Overloaded(format!("customer {customer_id} has more than {max} messages queued")));
+            return Err(AppError::Overloaded(format!(
+                "customer {customer_id} has more than {max} messages queued"
+            )));
         }
         let id = uuid::Uuid::now_v7().simple().to_string();
         let rec = Self::call(&self.orders, &id, OrderCmd::Create { customer_id, total })
             .await?
             .map_err(order_error)?;
         metrics::counter!("durasaga_orders_created_total").increment(1);
-        OrderView::from_record(rec).ok_or_else(|| AppError::Internal("created order has no events".into()))
+        OrderView::from_record(rec)
+            .ok_or_else(|| AppError::Internal("created order has no events".into()))
     }
 
     /// An order, if it exists.
     pub async fn get_order(&self, id: &str) -> Result<Option<OrderView>, AppError> {
         let rec = self.store.order.get::<OrderRecord>(id)?;
-        self.store.order.flusher.read_barrier().await.map_err(StoreError::from)?;
+        self.store
+            .order
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
         Ok(rec.and_then(|r| r.state).and_then(OrderView::from_record))
     }
 
@@ -341,8 +415,13 @@ impl Runtime {
         let mut out = Vec::new();
         for item in self.store.order.scan::<OrderRecord>(after) {
             let (_, rec) = item?;
-            let Some(v) = rec.state.and_then(OrderView::from_record) else { continue };
-            if filter.customer_id.as_deref().is_some_and(|c| c != v.order.customer_id.as_str())
+            let Some(v) = rec.state.and_then(OrderView::from_record) else {
+                continue;
+            };
+            if filter
+                .customer_id
+                .as_deref()
+                .is_some_and(|c| c != v.order.customer_id.as_str())
                 || filter.state.is_some_and(|s| s != v.order.state)
             {
                 continue;
@@ -352,17 +431,30 @@ impl Runtime {
                 break;
             }
         }
-        self.store.order.flusher.read_barrier().await.map_err(StoreError::from)?;
+        self.store
+            .order
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
         Ok(page(out, limit, |v| v.order.id.to_string()))
     }
 
     /// Starts the CancelOrder saga of an APPROVED order.
     pub async fn cancel_order(&self, id: &OrderId) -> Result<OrderView, AppError> {
         self.check_ready()?;
-        if self.store.order.get::<OrderRecord>(id.as_str())?.and_then(|r| r.state).is_none() {
+        if self
+            .store
+            .order
+            .get::<OrderRecord>(id.as_str())?
+            .and_then(|r| r.state)
+            .is_none()
+        {
             return Err(AppError::NotFound("order"));
         }
-        let rec = Self::call(&self.orders, id.as_str(), OrderCmd::Cancel).await?.map_err(order_error)?;
+        let rec = Self::call(&self.orders, id.as_str(), OrderCmd::Cancel)
+            .await?
+            .map_err(order_error)?;
         OrderView::from_record(rec).ok_or(AppError::NotFound("order"))
     }
 
@@ -371,37 +463,65 @@ impl Runtime {
     /// A saga's state and history.
     pub async fn get_saga(&self, id: &str) -> Result<Option<SagaState>, AppError> {
         let rec = self.store.saga.get::<SagaState>(id)?;
-        self.store.saga.flusher.read_barrier().await.map_err(StoreError::from)?;
+        self.store
+            .saga
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
         Ok(rec.and_then(|r| r.state))
     }
 
     /// Resumes a PAUSED or FAILED saga.
     pub async fn retry_saga(&self, id: &str) -> Result<SagaState, AppError> {
         self.check_ready()?;
-        if self.store.saga.get::<SagaState>(id)?.and_then(|r| r.state).is_none() {
+        if self
+            .store
+            .saga
+            .get::<SagaState>(id)?
+            .and_then(|r| r.state)
+            .is_none()
+        {
             return Err(AppError::NotFound("saga"));
         }
         Self::call(&self.sagas, id, SagaCmd::Retry)
             .await?
-            .map_err(|m| AppError::Conflict { code: "SAGA_NOT_RETRYABLE", message: m })
+            .map_err(|m| AppError::Conflict {
+                code: "SAGA_NOT_RETRYABLE",
+                message: m,
+            })
     }
 
     /// Live entity actors per service (customer, order, saga).
     pub fn active_actors(&self) -> (usize, usize, usize) {
-        (self.customers.active(), self.orders.active(), self.sagas.active())
+        (
+            self.customers.active(),
+            self.orders.active(),
+            self.sagas.active(),
+        )
     }
 }
 
 fn order_error(e: OrderError) -> AppError {
     match e {
         OrderError::NotFound => AppError::NotFound("order"),
-        OrderError::AlreadyExists => AppError::Conflict { code: "ORDER_EXISTS", message: e.to_string() },
-        OrderError::IllegalTransition { .. } => AppError::Conflict { code: "ORDER_NOT_APPROVED", message: e.to_string() },
+        OrderError::AlreadyExists => AppError::Conflict {
+            code: "ORDER_EXISTS",
+            message: e.to_string(),
+        },
+        OrderError::IllegalTransition { .. } => AppError::Conflict {
+            code: "ORDER_NOT_APPROVED",
+            message: e.to_string(),
+        },
     }
 }
 
 /// Cuts `items` (fetched with one extra) to `limit` and derives the cursor.
-fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+fn page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     if items.len() > limit {
         items.truncate(limit);
         let next = items.last().map(&key);
@@ -411,7 +531,10 @@ fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> (Vec<
     }
 }
 
-fn recover_service<L: Logic>(ctx: &Arc<ServiceCtx<L>>, r: &mut RecoveryReport) -> Result<(), AppError> {
+fn recover_service<L: Logic>(
+    ctx: &Arc<ServiceCtx<L>>,
+    r: &mut RecoveryReport,
+) -> Result<(), AppError> {
     let heads = ctx.db.inbox_heads()?;
     let mut outbox = Vec::new();
     let mut wake = Vec::new();

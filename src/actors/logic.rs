@@ -6,8 +6,8 @@ use super::watch::Watchers;
 use crate::domain::order::{self, OrderCommand, OrderError};
 use crate::domain::saga::{self, SagaInput, SagaState, Transition};
 use crate::domain::{
-    customer, Address, Customer, CustomerCommand, CustomerId, CustomerReply, Envelope, Millis, Money, Order,
-    OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy, Service,
+    customer, Address, Customer, CustomerCommand, CustomerId, CustomerReply, Envelope, Millis,
+    Money, Order, OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy, Service,
 };
 use crate::persistence::OrderRecord;
 use std::sync::Arc;
@@ -30,14 +30,26 @@ impl Logic for CustomerLogic {
 
     fn on_envelope(&self, cx: &mut Cx, _id: &str, state: &mut Option<Customer>, env: &Envelope) {
         let (order_id, cmd) = match &env.payload {
-            Payload::ReserveCredit { order_id, amount, .. } => {
-                (order_id.clone(), CustomerCommand::ReserveCredit { order_id: order_id.clone(), amount: *amount })
-            }
-            Payload::ReleaseCredit { order_id, .. } => {
-                (order_id.clone(), CustomerCommand::ReleaseCredit { order_id: order_id.clone() })
-            }
+            Payload::ReserveCredit {
+                order_id, amount, ..
+            } => (
+                order_id.clone(),
+                CustomerCommand::ReserveCredit {
+                    order_id: order_id.clone(),
+                    amount: *amount,
+                },
+            ),
+            Payload::ReleaseCredit { order_id, .. } => (
+                order_id.clone(),
+                CustomerCommand::ReleaseCredit {
+                    order_id: order_id.clone(),
+                },
+            ),
             other => {
-                tracing::warn!(kind = other.kind(), "customer ignored a message it does not handle");
+                tracing::warn!(
+                    kind = other.kind(),
+                    "customer ignored a message it does not handle"
+                );
                 return;
             }
         };
@@ -57,7 +69,13 @@ impl Logic for CustomerLogic {
         cx.reply(env, payload);
     }
 
-    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<Customer>, cmd: CustomerCmd) -> Self::Reply {
+    fn on_command(
+        &self,
+        cx: &mut Cx,
+        id: &str,
+        state: &mut Option<Customer>,
+        cmd: CustomerCmd,
+    ) -> Self::Reply {
         match cmd {
             CustomerCmd::Create { name, credit_limit } => {
                 if state.is_some() {
@@ -85,7 +103,10 @@ pub struct OrderLogic {
 
 /// Direct commands to an order.
 pub enum OrderCmd {
-    Create { customer_id: CustomerId, total: Money },
+    Create {
+        customer_id: CustomerId,
+        total: Money,
+    },
     Cancel,
 }
 
@@ -111,10 +132,16 @@ impl Logic for OrderLogic {
     fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<OrderRecord>, env: &Envelope) {
         let (order_id, cmd) = match &env.payload {
             Payload::ApproveOrder { order_id } => (order_id.clone(), OrderCommand::Approve),
-            Payload::RejectOrder { order_id, reason } => (order_id.clone(), OrderCommand::Reject { reason: *reason }),
+            Payload::RejectOrder { order_id, reason } => {
+                (order_id.clone(), OrderCommand::Reject { reason: *reason })
+            }
             Payload::CancelOrder { order_id } => (order_id.clone(), OrderCommand::Cancel),
             other => {
-                tracing::warn!(kind = other.kind(), order = id, "order ignored a message it does not handle");
+                tracing::warn!(
+                    kind = other.kind(),
+                    order = id,
+                    "order ignored a message it does not handle"
+                );
                 return;
             }
         };
@@ -128,33 +155,58 @@ impl Logic for OrderLogic {
                     _ => Payload::OrderCancelled { order_id },
                 }
             }
-            (Ok(_), None) => Payload::OrderCommandRefused { order_id, error: OrderError::NotFound.to_string() },
+            (Ok(_), None) => Payload::OrderCommandRefused {
+                order_id,
+                error: OrderError::NotFound.to_string(),
+            },
             (Err(e), _) => {
                 tracing::warn!(order = id, error = %e, "order refused a saga command");
-                Payload::OrderCommandRefused { order_id, error: e.to_string() }
+                Payload::OrderCommandRefused {
+                    order_id,
+                    error: e.to_string(),
+                }
             }
         };
         cx.reply(env, reply);
     }
 
-    fn on_command(&self, cx: &mut Cx, id: &str, state: &mut Option<OrderRecord>, cmd: OrderCmd) -> Self::Reply {
+    fn on_command(
+        &self,
+        cx: &mut Cx,
+        id: &str,
+        state: &mut Option<OrderRecord>,
+        cmd: OrderCmd,
+    ) -> Self::Reply {
         let oid = OrderId::parse(id).map_err(|_| OrderError::NotFound)?;
         match cmd {
             OrderCmd::Create { customer_id, total } => {
                 let current = state.as_ref().and_then(fold);
-                let events =
-                    order::decide(current.as_ref(), &OrderCommand::Create { customer_id: customer_id.clone(), total })?;
+                let events = order::decide(
+                    current.as_ref(),
+                    &OrderCommand::Create {
+                        customer_id: customer_id.clone(),
+                        total,
+                    },
+                )?;
                 if events.is_empty() {
                     // Same order created again: answer what exists, start nothing.
                     return state.clone().ok_or(OrderError::NotFound);
                 }
                 let saga_id = SagaId::create_order(&oid);
-                let mut rec =
-                    OrderRecord { id: oid.clone(), saga_id: saga_id.to_string(), events: Vec::new(), cancel_requested: false };
+                let mut rec = OrderRecord {
+                    id: oid.clone(),
+                    saga_id: saga_id.to_string(),
+                    events: Vec::new(),
+                    cancel_requested: false,
+                };
                 record_events(&mut rec, events, cx.now);
                 cx.send(
                     Address::saga(&saga_id),
-                    Payload::StartCreateOrder { order_id: oid, customer_id, total },
+                    Payload::StartCreateOrder {
+                        order_id: oid,
+                        customer_id,
+                        total,
+                    },
                     saga_id.as_str(),
                     None,
                     1,
@@ -174,7 +226,10 @@ impl Logic for OrderLogic {
                 let saga_id = SagaId::cancel_order(&oid);
                 cx.send(
                     Address::saga(&saga_id),
-                    Payload::StartCancelOrder { order_id: oid, customer_id: current.customer_id },
+                    Payload::StartCancelOrder {
+                        order_id: oid,
+                        customer_id: current.customer_id,
+                    },
                     saga_id.as_str(),
                     None,
                     1,
@@ -203,7 +258,13 @@ pub enum SagaCmd {
 
 fn emit(cx: &mut Cx, t: &Transition) {
     for m in &t.messages {
-        cx.send(m.to.clone(), m.payload.clone(), t.state.id.as_str(), Some(Address::saga(&t.state.id)), m.attempt);
+        cx.send(
+            m.to.clone(),
+            m.payload.clone(),
+            t.state.id.as_str(),
+            Some(Address::saga(&t.state.id)),
+            m.attempt,
+        );
     }
 }
 
@@ -215,14 +276,17 @@ fn observe(before: Option<&SagaState>, after: &SagaState) {
             "kind" => after.kind.as_str(), "result" => after.phase.as_str(), "reason" => reason)
         .increment(1);
         let secs = (after.updated_at - after.started_at).max(0) as f64 / 1000.0;
-        metrics::histogram!("durasaga_saga_duration_seconds", "kind" => after.kind.as_str()).record(secs);
-        tracing::info!(saga = %after.id, order = %after.order_id, phase = after.phase.as_str(), reason, "saga ended");
+        metrics::histogram!("durasaga_saga_duration_seconds", "kind" => after.kind.as_str())
+            .record(secs);
+        tracing::debug!(saga = %after.id, order = %after.order_id, phase = after.phase.as_str(), reason, "saga ended");
     }
 }
 
 impl SagaLogic {
     fn apply(&self, cx: &mut Cx, state: &mut Option<SagaState>, input: SagaInput) -> bool {
-        let Some(s) = state.as_ref() else { return false };
+        let Some(s) = state.as_ref() else {
+            return false;
+        };
         let t = saga::step(s, &input, cx.now, cx.jitter, &self.policy);
         if !t.changed {
             return false;
@@ -242,12 +306,15 @@ impl Logic for SagaLogic {
 
     fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<SagaState>, env: &Envelope) {
         let start = match &env.payload {
-            Payload::StartCreateOrder { order_id, customer_id, total } => {
-                Some((SagaKind::CreateOrder, order_id, customer_id, *total))
-            }
-            Payload::StartCancelOrder { order_id, customer_id } => {
-                Some((SagaKind::CancelOrder, order_id, customer_id, Money::ZERO))
-            }
+            Payload::StartCreateOrder {
+                order_id,
+                customer_id,
+                total,
+            } => Some((SagaKind::CreateOrder, order_id, customer_id, *total)),
+            Payload::StartCancelOrder {
+                order_id,
+                customer_id,
+            } => Some((SagaKind::CancelOrder, order_id, customer_id, Money::ZERO)),
             _ => None,
         };
         if let Some((kind, order_id, customer_id, total)) = start {
@@ -255,8 +322,16 @@ impl Logic for SagaLogic {
                 return; // duplicate start
             }
             let Ok(sid) = SagaId::parse(id) else { return };
-            let t = saga::start(sid, kind, order_id.clone(), customer_id.clone(), total, cx.now, &self.policy);
-            tracing::info!(saga = id, order = %order_id, kind = kind.as_str(), "saga started");
+            let t = saga::start(
+                sid,
+                kind,
+                order_id.clone(),
+                customer_id.clone(),
+                total,
+                cx.now,
+                &self.policy,
+            );
+            tracing::debug!(saga = id, order = %order_id, kind = kind.as_str(), "saga started");
             emit(cx, &t);
             *state = Some(t.state);
             return;
@@ -264,12 +339,26 @@ impl Logic for SagaLogic {
         self.apply(cx, state, SagaInput::Reply(env.payload.clone()));
     }
 
-    fn on_command(&self, cx: &mut Cx, _id: &str, state: &mut Option<SagaState>, cmd: SagaCmd) -> Self::Reply {
+    fn on_command(
+        &self,
+        cx: &mut Cx,
+        _id: &str,
+        state: &mut Option<SagaState>,
+        cmd: SagaCmd,
+    ) -> Self::Reply {
         match cmd {
             SagaCmd::Retry => {
-                let Some(s) = state.as_ref() else { return Err("saga not found".into()) };
-                if !matches!(s.phase, crate::domain::SagaPhase::Paused | crate::domain::SagaPhase::Failed) {
-                    return Err(format!("saga is {}, only PAUSED or FAILED sagas can be retried", s.phase.as_str()));
+                let Some(s) = state.as_ref() else {
+                    return Err("saga not found".into());
+                };
+                if !matches!(
+                    s.phase,
+                    crate::domain::SagaPhase::Paused | crate::domain::SagaPhase::Failed
+                ) {
+                    return Err(format!(
+                        "saga is {}, only PAUSED or FAILED sagas can be retried",
+                        s.phase.as_str()
+                    ));
                 }
                 self.apply(cx, state, SagaInput::Retry);
                 state.clone().ok_or_else(|| "saga not found".into())
@@ -282,6 +371,9 @@ impl Logic for SagaLogic {
     }
 
     fn deadline(&self, state: &Option<SagaState>) -> Option<Millis> {
-        state.as_ref().filter(|s| s.phase.is_active()).and_then(|s| s.deadline)
+        state
+            .as_ref()
+            .filter(|s| s.phase.is_active())
+            .and_then(|s| s.deadline)
     }
 }

@@ -66,21 +66,38 @@ impl Relay {
 
     /// Hands freshly committed envelopes over for delivery.
     pub fn send(&self, envelopes: Vec<Envelope>) {
-        if self.tx.send(Batch { envelopes, activate_senders: false }).is_err() {
-            tracing::warn!(service = self.service.name(), "relay stopped; envelopes stay in the outbox until restart");
+        if self
+            .tx
+            .send(Batch {
+                envelopes,
+                activate_senders: false,
+            })
+            .is_err()
+        {
+            tracing::warn!(
+                service = self.service.name(),
+                "relay stopped; envelopes stay in the outbox until restart"
+            );
         }
     }
 
     /// Hands over envelopes found in outboxes at start-up.
     pub fn send_recovered(&self, envelopes: Vec<Envelope>) {
-        let _ = self.tx.send(Batch { envelopes, activate_senders: true });
+        let _ = self.tx.send(Batch {
+            envelopes,
+            activate_senders: true,
+        });
     }
 }
 
 /// Most envelopes moved per flush of the receivers.
 const MAX_BATCH: usize = 4096;
 
-async fn run(service: Service, mut rx: mpsc::UnboundedReceiver<Batch>, endpoints: Arc<OnceLock<Endpoints>>) {
+async fn run(
+    service: Service,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    endpoints: Arc<OnceLock<Endpoints>>,
+) {
     let eps = loop {
         if let Some(e) = endpoints.get() {
             break e;
@@ -121,8 +138,13 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
             }
         };
         tickets.insert(env.to.service, ticket);
-        *woken.entry((env.to.service, env.to.entity.as_str())).or_insert(0) += 1;
-        senders.entry(env.from.entity.as_str()).or_default().push(env.id);
+        *woken
+            .entry((env.to.service, env.to.entity.as_str()))
+            .or_insert(0) += 1;
+        senders
+            .entry(env.from.entity.as_str())
+            .or_default()
+            .push(env.id);
     }
     crate::fault::crash_point("after_inbox_append");
     for (svc, ticket) in tickets {

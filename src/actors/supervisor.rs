@@ -39,12 +39,21 @@ impl<L: Logic> Actor for ServiceSupervisor<L> {
     type State = Arc<ServiceCtx<L>>;
     type Arguments = Arc<ServiceCtx<L>>;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         ctx.set_supervisor(myself.get_cell());
         Ok(ctx)
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, ctx: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        ctx: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Respawn(entity) => {
                 ctx.send(&entity, EntityMsg::Wake, true)?;
@@ -63,18 +72,30 @@ impl<L: Logic> Actor for ServiceSupervisor<L> {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let sup = &ctx.settings.supervision;
                 let window = Duration::from_millis(sup.window_ms);
-                let Some((entity, count)) = ctx.on_failed(cell.get_id(), window) else { return Ok(()) };
-                metrics::counter!("durasaga_actor_restarts_total", "service" => L::SERVICE.name()).increment(1);
+                let Some((entity, count)) = ctx.on_failed(cell.get_id(), window) else {
+                    return Ok(());
+                };
+                metrics::counter!("durasaga_actor_restarts_total", "service" => L::SERVICE.name())
+                    .increment(1);
                 if count > sup.max_restarts {
                     tracing::error!(service = L::SERVICE.name(), entity, count, error = %err,
                         "entity failed too often; escalating");
-                    return Err(format!("{} {entity} failed {count} times within {window:?}", L::SERVICE.name()).into());
+                    return Err(format!(
+                        "{} {entity} failed {count} times within {window:?}",
+                        L::SERVICE.name()
+                    )
+                    .into());
                 }
                 let exp = count.saturating_sub(1).min(20);
-                let backoff = sup.backoff_base_ms.saturating_mul(1 << exp).min(sup.backoff_max_ms);
+                let backoff = sup
+                    .backoff_base_ms
+                    .saturating_mul(1 << exp)
+                    .min(sup.backoff_max_ms);
                 tracing::warn!(service = L::SERVICE.name(), entity, restart = count, backoff_ms = backoff, error = %err,
                     "entity actor failed; restarting it");
-                myself.send_after(Duration::from_millis(backoff), move || SupervisorMsg::Respawn(entity));
+                myself.send_after(Duration::from_millis(backoff), move || {
+                    SupervisorMsg::Respawn(entity)
+                });
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => ctx.on_terminated(cell.get_id()),
             _ => {}
@@ -87,7 +108,11 @@ impl<L: Logic> Actor for ServiceSupervisor<L> {
 pub enum RootMsg {}
 
 /// Starts a service supervisor linked to the root.
-pub type SpawnService = Box<dyn Fn(ractor::ActorCell) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type SpawnService = Box<
+    dyn Fn(ractor::ActorCell) -> futures::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
 
 /// The root of the tree: restarts a failed service supervisor.
 pub struct RootSupervisor;
@@ -110,14 +135,30 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = RootArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: RootArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RootArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         for (name, spawn) in &args.spawners {
-            spawn(myself.get_cell()).await.map_err(|e| format!("cannot start the {name} supervisor: {e}"))?;
+            spawn(myself.get_cell())
+                .await
+                .map_err(|e| format!("cannot start the {name} supervisor: {e}"))?;
         }
-        Ok(RootState { spawners: args.spawners, restarts: Vec::new(), window: args.window, max_restarts: args.max_restarts })
+        Ok(RootState {
+            spawners: args.spawners,
+            restarts: Vec::new(),
+            window: args.window,
+            max_restarts: args.max_restarts,
+        })
     }
 
-    async fn handle(&self, _m: ActorRef<Self::Msg>, msg: Self::Msg, _s: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _m: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {}
     }
 
@@ -140,14 +181,21 @@ impl Actor for RootSupervisor {
         st.restarts.retain(|t| t.elapsed() < st.window);
         st.restarts.push(Instant::now());
         if st.restarts.len() > st.max_restarts {
-            tracing::error!(error = why, "a service supervisor failed too often; stopping durasaga");
+            tracing::error!(
+                error = why,
+                "a service supervisor failed too often; stopping durasaga"
+            );
             myself.stop(Some(format!("escalated: {why}")));
             return Ok(());
         }
         let name = cell.get_name().unwrap_or_default();
         for (n, spawn) in &st.spawners {
             if *n == name {
-                tracing::warn!(supervisor = n, error = why, "service supervisor failed; restarting it");
+                tracing::warn!(
+                    supervisor = n,
+                    error = why,
+                    "service supervisor failed; restarting it"
+                );
                 spawn(myself.get_cell()).await?;
             }
         }

@@ -27,7 +27,11 @@ impl Watchers {
 
     /// Wakes every waiter of `id`.
     pub fn notify(&self, id: &str) {
-        let list = self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let list = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         for tx in list.into_iter().flatten() {
             let _ = tx.send(());
         }

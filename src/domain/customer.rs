@@ -66,7 +66,9 @@ impl Customer {
     /// `credit_limit - Σ reserved`.
     pub fn available_credit(&self) -> Money {
         // reserved_total <= credit_limit is an invariant of `reserve`.
-        self.credit_limit.checked_sub(self.reserved_total).unwrap_or(Money::ZERO)
+        self.credit_limit
+            .checked_sub(self.reserved_total)
+            .unwrap_or(Money::ZERO)
     }
 
     /// The sum of all current reservations.
@@ -103,11 +105,13 @@ impl Customer {
         match self.reserved_total.checked_add(amount) {
             Ok(total) if total <= self.credit_limit => {
                 self.reserved_total = total;
-                self.reservations.insert(order.clone(), Reservation::Reserved(amount));
+                self.reservations
+                    .insert(order.clone(), Reservation::Reserved(amount));
                 CustomerReply::CreditReserved
             }
             _ => {
-                self.reservations.insert(order.clone(), Reservation::Refused);
+                self.reservations
+                    .insert(order.clone(), Reservation::Refused);
                 CustomerReply::CreditLimitExceeded
             }
         }
@@ -116,9 +120,13 @@ impl Customer {
     fn release(&mut self, order: &OrderId) -> CustomerReply {
         if let Some(Reservation::Reserved(amount)) = self.reservations.get(order) {
             // amount <= reserved_total always holds.
-            self.reserved_total = self.reserved_total.checked_sub(*amount).unwrap_or(Money::ZERO);
+            self.reserved_total = self
+                .reserved_total
+                .checked_sub(*amount)
+                .unwrap_or(Money::ZERO);
         }
-        self.reservations.insert(order.clone(), Reservation::Released);
+        self.reservations
+            .insert(order.clone(), Reservation::Released);
         CustomerReply::CreditReleased
     }
 }
@@ -143,10 +151,18 @@ mod tests {
         OrderId::parse(s).unwrap()
     }
     fn customer(limit: &str) -> Customer {
-        Customer::new(CustomerId::parse("c1").unwrap(), "Fred".into(), money(limit), 0)
+        Customer::new(
+            CustomerId::parse("c1").unwrap(),
+            "Fred".into(),
+            money(limit),
+            0,
+        )
     }
     fn reserve(o: &str, a: &str) -> CustomerCommand {
-        CustomerCommand::ReserveCredit { order_id: oid(o), amount: money(a) }
+        CustomerCommand::ReserveCredit {
+            order_id: oid(o),
+            amount: money(a),
+        }
     }
     fn release(o: &str) -> CustomerCommand {
         CustomerCommand::ReleaseCredit { order_id: oid(o) }
@@ -155,21 +171,30 @@ mod tests {
     #[test]
     fn given_enough_credit_when_reserving_then_reserved() {
         let mut c = customer("15.00");
-        assert_eq!(c.handle(&reserve("o1", "12.34")), CustomerReply::CreditReserved);
+        assert_eq!(
+            c.handle(&reserve("o1", "12.34")),
+            CustomerReply::CreditReserved
+        );
         assert_eq!(c.available_credit(), money("2.66"));
     }
 
     #[test]
     fn given_exactly_enough_credit_when_reserving_then_reserved() {
         let mut c = customer("15.00");
-        assert_eq!(c.handle(&reserve("o1", "15.00")), CustomerReply::CreditReserved);
+        assert_eq!(
+            c.handle(&reserve("o1", "15.00")),
+            CustomerReply::CreditReserved
+        );
         assert_eq!(c.available_credit(), Money::ZERO);
     }
 
     #[test]
     fn given_too_little_credit_when_reserving_then_limit_exceeded_and_nothing_held() {
         let mut c = customer("15.00");
-        assert_eq!(c.handle(&reserve("o1", "123.40")), CustomerReply::CreditLimitExceeded);
+        assert_eq!(
+            c.handle(&reserve("o1", "123.40")),
+            CustomerReply::CreditLimitExceeded
+        );
         assert_eq!(c.available_credit(), money("15.00"));
         assert_eq!(c.reservation(&oid("o1")), Some(Reservation::Refused));
     }
@@ -178,7 +203,10 @@ mod tests {
     fn given_a_reservation_when_the_reserve_is_duplicated_then_same_reply_and_held_once() {
         let mut c = customer("15.00");
         c.handle(&reserve("o1", "10.00"));
-        assert_eq!(c.handle(&reserve("o1", "10.00")), CustomerReply::CreditReserved);
+        assert_eq!(
+            c.handle(&reserve("o1", "10.00")),
+            CustomerReply::CreditReserved
+        );
         assert_eq!(c.available_credit(), money("5.00"));
     }
 
@@ -186,9 +214,15 @@ mod tests {
     fn given_a_refusal_when_credit_frees_up_and_the_reserve_is_redelivered_then_still_refused() {
         let mut c = customer("15.00");
         c.handle(&reserve("o1", "10.00"));
-        assert_eq!(c.handle(&reserve("o2", "10.00")), CustomerReply::CreditLimitExceeded);
+        assert_eq!(
+            c.handle(&reserve("o2", "10.00")),
+            CustomerReply::CreditLimitExceeded
+        );
         c.handle(&release("o1"));
-        assert_eq!(c.handle(&reserve("o2", "10.00")), CustomerReply::CreditLimitExceeded);
+        assert_eq!(
+            c.handle(&reserve("o2", "10.00")),
+            CustomerReply::CreditLimitExceeded
+        );
         assert_eq!(c.available_credit(), money("15.00"));
     }
 
@@ -206,13 +240,22 @@ mod tests {
     fn given_a_release_when_a_late_reserve_arrives_then_it_is_refused() {
         let mut c = customer("15.00");
         assert_eq!(c.handle(&release("o1")), CustomerReply::CreditReleased);
-        assert_eq!(c.handle(&reserve("o1", "1.00")), CustomerReply::CreditLimitExceeded);
+        assert_eq!(
+            c.handle(&reserve("o1", "1.00")),
+            CustomerReply::CreditLimitExceeded
+        );
         assert_eq!(c.available_credit(), money("15.00"));
     }
 
     #[test]
     fn given_no_customer_then_reserve_is_not_found_and_release_is_a_no_op() {
-        assert_eq!(handle_missing(&reserve("o1", "1.00")), CustomerReply::CustomerNotFound);
-        assert_eq!(handle_missing(&release("o1")), CustomerReply::CreditReleased);
+        assert_eq!(
+            handle_missing(&reserve("o1", "1.00")),
+            CustomerReply::CustomerNotFound
+        );
+        assert_eq!(
+            handle_missing(&release("o1")),
+            CustomerReply::CreditReleased
+        );
     }
 }

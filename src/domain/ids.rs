@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn valid_ids_parse() {
-        assert_eq!(CustomerId::parse("abc-12_3.x:y").unwrap().as_str(), "abc-12_3.x:y");
+        assert_eq!(
+            CustomerId::parse("abc-12_3.x:y").unwrap().as_str(),
+            "abc-12_3.x:y"
+        );
         assert!(OrderId::parse("9223372036854775807").is_ok());
     }
 

@@ -41,13 +41,22 @@ pub struct Address {
 
 impl Address {
     pub fn customer(id: &CustomerId) -> Self {
-        Self { service: Service::Customer, entity: id.as_str().to_owned() }
+        Self {
+            service: Service::Customer,
+            entity: id.as_str().to_owned(),
+        }
     }
     pub fn order(id: &OrderId) -> Self {
-        Self { service: Service::Order, entity: id.as_str().to_owned() }
+        Self {
+            service: Service::Order,
+            entity: id.as_str().to_owned(),
+        }
     }
     pub fn saga(id: &SagaId) -> Self {
-        Self { service: Service::Saga, entity: id.as_str().to_owned() }
+        Self {
+            service: Service::Saga,
+            entity: id.as_str().to_owned(),
+        }
     }
 }
 
@@ -75,29 +84,68 @@ impl RejectionReason {
 pub enum Payload {
     // --- to the Customer service -------------------------------------------
     /// Reserve `amount` of the customer's credit for `order_id`.
-    ReserveCredit { order_id: OrderId, customer_id: CustomerId, amount: Money },
+    ReserveCredit {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        amount: Money,
+    },
     /// Compensation: release whatever `order_id` holds (idempotent).
-    ReleaseCredit { order_id: OrderId, customer_id: CustomerId },
+    ReleaseCredit {
+        order_id: OrderId,
+        customer_id: CustomerId,
+    },
     // --- replies of the Customer service -----------------------------------
-    CreditReserved { order_id: OrderId },
-    CreditLimitExceeded { order_id: OrderId },
-    CustomerNotFound { order_id: OrderId },
-    CreditReleased { order_id: OrderId },
+    CreditReserved {
+        order_id: OrderId,
+    },
+    CreditLimitExceeded {
+        order_id: OrderId,
+    },
+    CustomerNotFound {
+        order_id: OrderId,
+    },
+    CreditReleased {
+        order_id: OrderId,
+    },
     // --- to the Order service ----------------------------------------------
-    ApproveOrder { order_id: OrderId },
-    RejectOrder { order_id: OrderId, reason: RejectionReason },
-    CancelOrder { order_id: OrderId },
+    ApproveOrder {
+        order_id: OrderId,
+    },
+    RejectOrder {
+        order_id: OrderId,
+        reason: RejectionReason,
+    },
+    CancelOrder {
+        order_id: OrderId,
+    },
     // --- replies of the Order service --------------------------------------
-    OrderApproved { order_id: OrderId },
-    OrderRejected { order_id: OrderId, reason: RejectionReason },
-    OrderCancelled { order_id: OrderId },
+    OrderApproved {
+        order_id: OrderId,
+    },
+    OrderRejected {
+        order_id: OrderId,
+        reason: RejectionReason,
+    },
+    OrderCancelled {
+        order_id: OrderId,
+    },
     /// The order refused a command (illegal transition); the saga fails visibly.
-    OrderCommandRefused { order_id: OrderId, error: String },
+    OrderCommandRefused {
+        order_id: OrderId,
+        error: String,
+    },
     // --- to the Saga service -----------------------------------------------
     /// Start the CreateOrder saga for a freshly created PENDING order.
-    StartCreateOrder { order_id: OrderId, customer_id: CustomerId, total: Money },
+    StartCreateOrder {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        total: Money,
+    },
     /// Start the CancelOrder saga for an APPROVED order.
-    StartCancelOrder { order_id: OrderId, customer_id: CustomerId },
+    StartCancelOrder {
+        order_id: OrderId,
+        customer_id: CustomerId,
+    },
 }
 
 impl Payload {

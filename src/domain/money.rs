@@ -23,9 +23,10 @@ pub enum MoneyError {
     Overflow,
 }
 
-/// A non-negative amount of money with two decimal places.
+/// A non-negative amount of money with two decimal places. Stored as whole
+/// cents (an `i64`), which every serde format, bincode included, can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Decimal", into = "Decimal")]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Money(Decimal);
 
 impl Money {
@@ -97,6 +98,23 @@ impl TryFrom<Decimal> for Money {
     }
 }
 
+impl TryFrom<i64> for Money {
+    type Error = MoneyError;
+    fn try_from(cents: i64) -> Result<Self, Self::Error> {
+        if cents < 0 {
+            return Err(MoneyError::Negative);
+        }
+        Money::new(Decimal::new(cents, 2))
+    }
+}
+
+impl From<Money> for i64 {
+    fn from(m: Money) -> i64 {
+        // Always scale 2 and at most 10^14 cents, so the mantissa fits.
+        m.0.mantissa() as i64
+    }
+}
+
 impl From<Money> for Decimal {
     fn from(m: Money) -> Decimal {
         m.0
@@ -137,12 +155,32 @@ mod tests {
     }
 
     #[test]
+    fn serialises_as_cents() {
+        let v = m("12.34").unwrap();
+        assert_eq!(i64::from(v), 1234);
+        assert_eq!(Money::try_from(1234i64).unwrap(), v);
+        assert_eq!(i64::from(m("7").unwrap()), 700);
+        assert_eq!(Money::try_from(-1i64), Err(MoneyError::Negative));
+        assert_eq!(serde_json::to_string(&v).unwrap(), "1234");
+    }
+
+    #[test]
     fn arithmetic_is_checked() {
         let max = Money::new(Money::max()).unwrap();
-        assert_eq!(max.checked_add(m("0.01").unwrap()), Err(MoneyError::Overflow));
-        assert_eq!(m("1").unwrap().checked_sub(m("2").unwrap()), Err(MoneyError::Negative));
         assert_eq!(
-            m("1.25").unwrap().checked_add(m("2.50").unwrap()).unwrap().to_string(),
+            max.checked_add(m("0.01").unwrap()),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            m("1").unwrap().checked_sub(m("2").unwrap()),
+            Err(MoneyError::Negative)
+        );
+        assert_eq!(
+            m("1.25")
+                .unwrap()
+                .checked_add(m("2.50").unwrap())
+                .unwrap()
+                .to_string(),
             "3.75"
         );
     }

@@ -50,9 +50,14 @@ impl OrderState {
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEvent {
-    OrderCreated { customer_id: CustomerId, total: Money },
+    OrderCreated {
+        customer_id: CustomerId,
+        total: Money,
+    },
     OrderApproved,
-    OrderRejected { reason: RejectionReason },
+    OrderRejected {
+        reason: RejectionReason,
+    },
     OrderCancelled,
 }
 
@@ -80,9 +85,14 @@ pub struct RecordedEvent {
 /// Commands the Order service handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
-    Create { customer_id: CustomerId, total: Money },
+    Create {
+        customer_id: CustomerId,
+        total: Money,
+    },
     Approve,
-    Reject { reason: RejectionReason },
+    Reject {
+        reason: RejectionReason,
+    },
     Cancel,
 }
 
@@ -94,7 +104,10 @@ pub enum OrderError {
     #[error("order already exists with different data")]
     AlreadyExists,
     #[error("cannot {command} an order that is {state}")]
-    IllegalTransition { command: &'static str, state: &'static str },
+    IllegalTransition {
+        command: &'static str,
+        state: &'static str,
+    },
 }
 
 /// The fold of an order's events.
@@ -112,7 +125,10 @@ pub struct Order {
 impl Order {
     /// Folds a log of events into the order they describe; `None` if the log is
     /// empty or does not start with `OrderCreated`.
-    pub fn fold<'a>(id: &OrderId, events: impl IntoIterator<Item = &'a RecordedEvent>) -> Option<Order> {
+    pub fn fold<'a>(
+        id: &OrderId,
+        events: impl IntoIterator<Item = &'a RecordedEvent>,
+    ) -> Option<Order> {
         let mut order: Option<Order> = None;
         for e in events {
             order = apply(order, id, e);
@@ -135,7 +151,12 @@ pub fn decide(order: Option<&Order>, cmd: &OrderCommand) -> Result<Vec<OrderEven
             _ => Err(OrderError::NotFound),
         };
     };
-    let refuse = |command| Err(OrderError::IllegalTransition { command, state: o.state.as_str() });
+    let refuse = |command| {
+        Err(OrderError::IllegalTransition {
+            command,
+            state: o.state.as_str(),
+        })
+    };
     match (cmd, o.state) {
         (C::Create { customer_id, total }, _) => {
             if &o.customer_id == customer_id && o.total == *total {
@@ -147,7 +168,9 @@ pub fn decide(order: Option<&Order>, cmd: &OrderCommand) -> Result<Vec<OrderEven
         (C::Approve, S::Pending) => Ok(vec![OrderEvent::OrderApproved]),
         (C::Approve, S::Approved) => Ok(vec![]),
         (C::Approve, _) => refuse("approve"),
-        (C::Reject { reason }, S::Pending) => Ok(vec![OrderEvent::OrderRejected { reason: *reason }]),
+        (C::Reject { reason }, S::Pending) => {
+            Ok(vec![OrderEvent::OrderRejected { reason: *reason }])
+        }
         (C::Reject { .. }, S::Rejected) => Ok(vec![]),
         (C::Reject { .. }, _) => refuse("reject"),
         (C::Cancel, S::Approved) => Ok(vec![OrderEvent::OrderCancelled]),
@@ -171,18 +194,22 @@ pub fn apply(order: Option<Order>, id: &OrderId, e: &RecordedEvent) -> Option<Or
         }),
         (_, None) => None,
         (OrderEvent::OrderCreated { .. }, Some(o)) => Some(o),
-        (OrderEvent::OrderApproved, Some(o)) => {
-            Some(Order { state: OrderState::Approved, updated_at: e.at, ..o })
-        }
+        (OrderEvent::OrderApproved, Some(o)) => Some(Order {
+            state: OrderState::Approved,
+            updated_at: e.at,
+            ..o
+        }),
         (OrderEvent::OrderRejected { reason }, Some(o)) => Some(Order {
             state: OrderState::Rejected,
             rejection_reason: Some(*reason),
             updated_at: e.at,
             ..o
         }),
-        (OrderEvent::OrderCancelled, Some(o)) => {
-            Some(Order { state: OrderState::Cancelled, updated_at: e.at, ..o })
-        }
+        (OrderEvent::OrderCancelled, Some(o)) => Some(Order {
+            state: OrderState::Cancelled,
+            updated_at: e.at,
+            ..o
+        }),
     }
 }
 
@@ -200,7 +227,13 @@ mod tests {
         }
     }
     /// Runs commands through decide + apply, as the actor does.
-    fn run(cmds: &[OrderCommand]) -> (Option<Order>, Vec<RecordedEvent>, Vec<Result<usize, OrderError>>) {
+    fn run(
+        cmds: &[OrderCommand],
+    ) -> (
+        Option<Order>,
+        Vec<RecordedEvent>,
+        Vec<Result<usize, OrderError>>,
+    ) {
         let mut log: Vec<RecordedEvent> = Vec::new();
         let mut results = Vec::new();
         for (t, c) in cmds.iter().enumerate() {
@@ -209,7 +242,11 @@ mod tests {
                 Ok(evs) => {
                     results.push(Ok(evs.len()));
                     for ev in evs {
-                        log.push(RecordedEvent { seq: log.len() as u64 + 1, at: t as i64, event: ev });
+                        log.push(RecordedEvent {
+                            seq: log.len() as u64 + 1,
+                            at: t as i64,
+                            event: ev,
+                        });
                     }
                 }
                 Err(e) => results.push(Err(e)),
@@ -246,12 +283,23 @@ mod tests {
     fn given_pending_when_cancelled_then_refused() {
         let (o, _, r) = run(&[create(), OrderCommand::Cancel]);
         assert_eq!(o.unwrap().state, OrderState::Pending);
-        assert!(matches!(r[1], Err(OrderError::IllegalTransition { command: "cancel", state: "PENDING" })));
+        assert!(matches!(
+            r[1],
+            Err(OrderError::IllegalTransition {
+                command: "cancel",
+                state: "PENDING"
+            })
+        ));
     }
 
     #[test]
     fn given_approved_when_cancelled_then_cancelled_and_approve_is_refused() {
-        let (o, _, r) = run(&[create(), OrderCommand::Approve, OrderCommand::Cancel, OrderCommand::Approve]);
+        let (o, _, r) = run(&[
+            create(),
+            OrderCommand::Approve,
+            OrderCommand::Cancel,
+            OrderCommand::Approve,
+        ]);
         assert_eq!(o.unwrap().state, OrderState::Cancelled);
         assert!(r[3].is_err());
     }
@@ -259,7 +307,11 @@ mod tests {
     #[test]
     fn given_rejected_when_approved_then_refused() {
         let reason = RejectionReason::UnknownCustomer;
-        let (o, _, r) = run(&[create(), OrderCommand::Reject { reason }, OrderCommand::Approve]);
+        let (o, _, r) = run(&[
+            create(),
+            OrderCommand::Reject { reason },
+            OrderCommand::Approve,
+        ]);
         assert_eq!(o.unwrap().state, OrderState::Rejected);
         assert!(r[2].is_err());
     }

@@ -74,8 +74,16 @@ impl SagaPolicy {
     /// jitter" (half fixed, half scaled by `jitter` in `[0, 1]`).
     pub fn backoff(&self, attempt: u32, jitter: f64) -> i64 {
         let exp = attempt.saturating_sub(1).min(30);
-        let raw = self.backoff_base_ms.saturating_mul(1_i64 << exp).min(self.backoff_max_ms).max(0);
-        let j = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.5 };
+        let raw = self
+            .backoff_base_ms
+            .saturating_mul(1_i64 << exp)
+            .min(self.backoff_max_ms)
+            .max(0);
+        let j = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
         raw / 2 + ((raw - raw / 2) as f64 * j) as i64
     }
 }
@@ -130,7 +138,10 @@ impl SagaPhase {
     }
     /// Finished for good (`Failed` only ends until an operator retries it).
     pub fn is_terminal(self) -> bool {
-        matches!(self, SagaPhase::Approved | SagaPhase::Rejected | SagaPhase::Cancelled | SagaPhase::Failed)
+        matches!(
+            self,
+            SagaPhase::Approved | SagaPhase::Rejected | SagaPhase::Cancelled | SagaPhase::Failed
+        )
     }
     /// Whether the saga is waiting on a reply or a timer.
     pub fn is_active(self) -> bool {
@@ -245,7 +256,13 @@ pub fn start(
 }
 
 /// Advances a saga by one input.
-pub fn step(state: &SagaState, input: &SagaInput, now: Millis, jitter: f64, policy: &SagaPolicy) -> Transition {
+pub fn step(
+    state: &SagaState,
+    input: &SagaInput,
+    now: Millis,
+    jitter: f64,
+    policy: &SagaPolicy,
+) -> Transition {
     match input {
         SagaInput::Reply(p) => on_reply(state, p, now, policy),
         SagaInput::Timer => on_timer(state, now, jitter, policy),
@@ -254,11 +271,21 @@ pub fn step(state: &SagaState, input: &SagaInput, now: Millis, jitter: f64, poli
 }
 
 fn unchanged(state: &SagaState) -> Transition {
-    Transition { state: state.clone(), messages: Vec::new(), changed: false }
+    Transition {
+        state: state.clone(),
+        messages: Vec::new(),
+        changed: false,
+    }
 }
 
 /// Enters `phase` with attempt 1 and sends its message (if it has one).
-fn enter(mut s: SagaState, phase: SagaPhase, cause: &str, now: Millis, policy: &SagaPolicy) -> Transition {
+fn enter(
+    mut s: SagaState,
+    phase: SagaPhase,
+    cause: &str,
+    now: Millis,
+    policy: &SagaPolicy,
+) -> Transition {
     s.phase = phase;
     s.attempt = 1;
     s.in_backoff = false;
@@ -270,9 +297,18 @@ fn enter(mut s: SagaState, phase: SagaPhase, cause: &str, now: Millis, policy: &
         s.error = None;
         s.deadline = Some(now.saturating_add(policy.reply_timeout_ms));
     }
-    s.history.push(SagaHistoryEntry { at: now, phase, attempt: s.attempt, cause: cause.to_owned() });
+    s.history.push(SagaHistoryEntry {
+        at: now,
+        phase,
+        attempt: s.attempt,
+        cause: cause.to_owned(),
+    });
     let messages = step_message(&s).into_iter().collect();
-    Transition { state: s, messages, changed: true }
+    Transition {
+        state: s,
+        messages,
+        changed: true,
+    }
 }
 
 /// The command the current phase sends, if any.
@@ -283,25 +319,42 @@ fn step_message(s: &SagaState) -> Option<Outgoing> {
             customer_id: s.customer_id.clone(),
             amount: s.total,
         },
-        SagaPhase::ReleasingCredit => {
-            Payload::ReleaseCredit { order_id: s.order_id.clone(), customer_id: s.customer_id.clone() }
-        }
-        SagaPhase::ApprovingOrder => Payload::ApproveOrder { order_id: s.order_id.clone() },
+        SagaPhase::ReleasingCredit => Payload::ReleaseCredit {
+            order_id: s.order_id.clone(),
+            customer_id: s.customer_id.clone(),
+        },
+        SagaPhase::ApprovingOrder => Payload::ApproveOrder {
+            order_id: s.order_id.clone(),
+        },
         SagaPhase::RejectingOrder => Payload::RejectOrder {
             order_id: s.order_id.clone(),
             reason: s.reason.unwrap_or(RejectionReason::CreditCheckTimeout),
         },
-        SagaPhase::CancellingOrder => Payload::CancelOrder { order_id: s.order_id.clone() },
+        SagaPhase::CancellingOrder => Payload::CancelOrder {
+            order_id: s.order_id.clone(),
+        },
         _ => return None,
     };
     let to = match s.phase {
-        SagaPhase::ReservingCredit | SagaPhase::ReleasingCredit => Address::customer(&s.customer_id),
+        SagaPhase::ReservingCredit | SagaPhase::ReleasingCredit => {
+            Address::customer(&s.customer_id)
+        }
         _ => Address::order(&s.order_id),
     };
-    Some(Outgoing { to, payload, attempt: s.attempt })
+    Some(Outgoing {
+        to,
+        payload,
+        attempt: s.attempt,
+    })
 }
 
-fn reject(s: &SagaState, reason: RejectionReason, cause: &str, now: Millis, policy: &SagaPolicy) -> Transition {
+fn reject(
+    s: &SagaState,
+    reason: RejectionReason,
+    cause: &str,
+    now: Millis,
+    policy: &SagaPolicy,
+) -> Transition {
     let mut s = s.clone();
     s.reason = Some(reason);
     enter(s, SagaPhase::RejectingOrder, cause, now, policy)
@@ -315,8 +368,17 @@ fn fail(s: &SagaState, error: String, cause: &str, now: Millis) -> Transition {
     s.deadline = None;
     s.in_backoff = false;
     s.updated_at = now;
-    s.history.push(SagaHistoryEntry { at: now, phase: SagaPhase::Failed, attempt: s.attempt, cause: cause.to_owned() });
-    Transition { state: s, messages: Vec::new(), changed: true }
+    s.history.push(SagaHistoryEntry {
+        at: now,
+        phase: SagaPhase::Failed,
+        attempt: s.attempt,
+        cause: cause.to_owned(),
+    });
+    Transition {
+        state: s,
+        messages: Vec::new(),
+        changed: true,
+    }
 }
 
 fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Transition {
@@ -324,7 +386,11 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
         return unchanged(s);
     }
     // A paused saga still accepts the reply it was waiting for.
-    let phase = if s.phase == SagaPhase::Paused { s.resume.unwrap_or(s.phase) } else { s.phase };
+    let phase = if s.phase == SagaPhase::Paused {
+        s.resume.unwrap_or(s.phase)
+    } else {
+        s.phase
+    };
     let cause = p.kind();
     match (phase, p) {
         (SagaPhase::ReservingCredit, Payload::CreditReserved { .. }) => {
@@ -337,8 +403,12 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
             reject(s, RejectionReason::UnknownCustomer, cause, now, policy)
         }
         (SagaPhase::ReleasingCredit, Payload::CreditReleased { .. }) => match s.kind {
-            SagaKind::CreateOrder => reject(s, RejectionReason::CreditCheckTimeout, cause, now, policy),
-            SagaKind::CancelOrder => enter(s.clone(), SagaPhase::CancellingOrder, cause, now, policy),
+            SagaKind::CreateOrder => {
+                reject(s, RejectionReason::CreditCheckTimeout, cause, now, policy)
+            }
+            SagaKind::CancelOrder => {
+                enter(s.clone(), SagaPhase::CancellingOrder, cause, now, policy)
+            }
         },
         (SagaPhase::ApprovingOrder, Payload::OrderApproved { .. }) => {
             enter(s.clone(), SagaPhase::Approved, cause, now, policy)
@@ -352,7 +422,12 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
         (
             SagaPhase::ApprovingOrder | SagaPhase::RejectingOrder | SagaPhase::CancellingOrder,
             Payload::OrderCommandRefused { error, .. },
-        ) => fail(s, format!("order refused {}: {error}", phase.as_str()), cause, now),
+        ) => fail(
+            s,
+            format!("order refused {}: {error}", phase.as_str()),
+            cause,
+            now,
+        ),
         _ => unchanged(s),
     }
 }
@@ -378,7 +453,9 @@ fn p_order(p: &Payload) -> Option<&OrderId> {
 }
 
 fn on_timer(s: &SagaState, now: Millis, jitter: f64, policy: &SagaPolicy) -> Transition {
-    let Some(deadline) = s.deadline else { return unchanged(s) };
+    let Some(deadline) = s.deadline else {
+        return unchanged(s);
+    };
     if now < deadline || !s.phase.is_active() {
         return unchanged(s);
     }
@@ -389,29 +466,64 @@ fn on_timer(s: &SagaState, now: Millis, jitter: f64, policy: &SagaPolicy) -> Tra
         n.attempt = s.attempt.saturating_add(1);
         n.in_backoff = false;
         n.deadline = Some(now.saturating_add(policy.reply_timeout_ms));
-        n.history.push(SagaHistoryEntry { at: now, phase: n.phase, attempt: n.attempt, cause: "Retry".into() });
+        n.history.push(SagaHistoryEntry {
+            at: now,
+            phase: n.phase,
+            attempt: n.attempt,
+            cause: "Retry".into(),
+        });
         let messages = step_message(&n).into_iter().collect();
-        return Transition { state: n, messages, changed: true };
+        return Transition {
+            state: n,
+            messages,
+            changed: true,
+        };
     }
     if s.attempt < policy.max_attempts {
         n.in_backoff = true;
         n.deadline = Some(now.saturating_add(policy.backoff(s.attempt, jitter)));
-        n.history.push(SagaHistoryEntry { at: now, phase: n.phase, attempt: n.attempt, cause: "Timeout".into() });
-        return Transition { state: n, messages: Vec::new(), changed: true };
+        n.history.push(SagaHistoryEntry {
+            at: now,
+            phase: n.phase,
+            attempt: n.attempt,
+            cause: "Timeout".into(),
+        });
+        return Transition {
+            state: n,
+            messages: Vec::new(),
+            changed: true,
+        };
     }
-    let exhausted = format!("{} got no reply after {} attempts", s.phase.as_str(), s.attempt);
+    let exhausted = format!(
+        "{} got no reply after {} attempts",
+        s.phase.as_str(),
+        s.attempt
+    );
     match (s.phase, policy.on_exhausted) {
-        (SagaPhase::ReservingCredit, ExhaustedPolicy::Compensate) => {
-            enter(n, SagaPhase::ReleasingCredit, "RetriesExhausted", now, policy)
-        }
+        (SagaPhase::ReservingCredit, ExhaustedPolicy::Compensate) => enter(
+            n,
+            SagaPhase::ReleasingCredit,
+            "RetriesExhausted",
+            now,
+            policy,
+        ),
         (SagaPhase::ReservingCredit, ExhaustedPolicy::Pause) => {
             n.resume = Some(SagaPhase::ReservingCredit);
             n.error = Some(exhausted);
             n.phase = SagaPhase::Paused;
             n.deadline = None;
             n.in_backoff = false;
-            n.history.push(SagaHistoryEntry { at: now, phase: SagaPhase::Paused, attempt: n.attempt, cause: "RetriesExhausted".into() });
-            Transition { state: n, messages: Vec::new(), changed: true }
+            n.history.push(SagaHistoryEntry {
+                at: now,
+                phase: SagaPhase::Paused,
+                attempt: n.attempt,
+                cause: "RetriesExhausted".into(),
+            });
+            Transition {
+                state: n,
+                messages: Vec::new(),
+                changed: true,
+            }
         }
         _ => fail(s, exhausted, "RetriesExhausted", now),
     }
@@ -419,7 +531,9 @@ fn on_timer(s: &SagaState, now: Millis, jitter: f64, policy: &SagaPolicy) -> Tra
 
 fn on_retry(s: &SagaState, now: Millis, policy: &SagaPolicy) -> Transition {
     match (s.phase, s.resume) {
-        (SagaPhase::Paused | SagaPhase::Failed, Some(resume)) => enter(s.clone(), resume, "OperatorRetry", now, policy),
+        (SagaPhase::Paused | SagaPhase::Failed, Some(resume)) => {
+            enter(s.clone(), resume, "OperatorRetry", now, policy)
+        }
         _ => unchanged(s),
     }
 }

@@ -21,9 +21,15 @@ impl MoneyDto {
         let text = match &self.amount {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => return Err(ApiError::field(field, "amount must be a decimal string such as \"12.34\"")),
+            _ => {
+                return Err(ApiError::field(
+                    field,
+                    "amount must be a decimal string such as \"12.34\"",
+                ))
+            }
         };
-        text.parse::<Money>().map_err(|e| ApiError::field(field, e.to_string()))
+        text.parse::<Money>()
+            .map_err(|e| ApiError::field(field, e.to_string()))
     }
 }
 
@@ -44,15 +50,23 @@ pub struct NewCustomer {
 impl TryFrom<CreateCustomerDto> for NewCustomer {
     type Error = ApiError;
     fn try_from(d: CreateCustomerDto) -> Result<Self, ApiError> {
-        let Value::String(name) = d.name else { return Err(ApiError::field("name", "name must be a string")) };
+        let Value::String(name) = d.name else {
+            return Err(ApiError::field("name", "name must be a string"));
+        };
         let n = name.trim().chars().count();
         if n == 0 || name.chars().count() > 200 {
             return Err(ApiError::field("name", "name must be 1 to 200 characters"));
         }
         if name.chars().any(|c| c.is_control()) {
-            return Err(ApiError::field("name", "name must not contain control characters"));
+            return Err(ApiError::field(
+                "name",
+                "name must not contain control characters",
+            ));
         }
-        Ok(NewCustomer { name, credit_limit: d.credit_limit.parse("creditLimit.amount")? })
+        Ok(NewCustomer {
+            name,
+            credit_limit: d.credit_limit.parse("creditLimit.amount")?,
+        })
     }
 }
 
@@ -75,7 +89,10 @@ pub fn parse_id(v: &Value, field: &str) -> Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        _ => Err(ApiError::field(field, format!("{field} must be a string or an integer"))),
+        _ => Err(ApiError::field(
+            field,
+            format!("{field} must be a string or an integer"),
+        )),
     }
 }
 
@@ -83,8 +100,12 @@ impl TryFrom<CreateOrderDto> for NewOrder {
     type Error = ApiError;
     fn try_from(d: CreateOrderDto) -> Result<Self, ApiError> {
         let id = parse_id(&d.customer_id, "customerId")?;
-        let customer_id = CustomerId::parse(id).map_err(|e| ApiError::field("customerId", e.to_string()))?;
-        Ok(NewOrder { customer_id, total: d.order_total.parse("orderTotal.amount")? })
+        let customer_id =
+            CustomerId::parse(id).map_err(|e| ApiError::field("customerId", e.to_string()))?;
+        Ok(NewOrder {
+            customer_id,
+            total: d.order_total.parse("orderTotal.amount")?,
+        })
     }
 }
 
@@ -164,13 +185,19 @@ mod tests {
     fn times_are_rfc3339_with_microseconds() {
         assert_eq!(time(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(time(1_700_000_000_123), "2023-11-14T22:13:20.123000Z");
-        assert_eq!(parse_time("2023-11-14T22:13:20.123Z"), Some(1_700_000_000_123));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
         assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]
     fn ids_may_be_integers() {
-        assert_eq!(parse_id(&json!(9223372036854775807i64), "x").unwrap(), "9223372036854775807");
+        assert_eq!(
+            parse_id(&json!(9223372036854775807i64), "x").unwrap(),
+            "9223372036854775807"
+        );
         assert!(parse_id(&json!(1.5), "x").is_err());
         assert!(parse_id(&json!(null), "x").is_err());
     }

@@ -12,16 +12,33 @@ use warp::reply::Response;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// The body is not JSON, or not the JSON this route takes (400).
-    BadRequest { code: &'static str, message: String, field: Option<String> },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
     Unauthorized,
-    NotFound { code: &'static str, message: String },
-    MethodNotAllowed { allow: &'static str },
-    Conflict { code: &'static str, message: String },
-    PayloadTooLarge { limit: u64 },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
     UnsupportedMediaType,
     /// Same idempotency key, another body.
     IdempotencyMismatch,
-    Overloaded { message: String, retry_after: u64 },
+    Overloaded {
+        message: String,
+        retry_after: u64,
+    },
     NotReady,
     NoSpace(String),
     Internal(String),
@@ -30,31 +47,52 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 for one field.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code: "INVALID_FIELD", message: message.into(), field: Some(field.to_owned()) }
+        ApiError::BadRequest {
+            code: "INVALID_FIELD",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
     }
 
     /// A 400 for a query or header that is not understood.
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into(), field: None }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
         match self {
-            ApiError::BadRequest { code, message, field } => (StatusCode::BAD_REQUEST, code, message.clone(), field.clone()),
+            ApiError::BadRequest {
+                code,
+                message,
+                field,
+            } => (
+                StatusCode::BAD_REQUEST,
+                code,
+                message.clone(),
+                field.clone(),
+            ),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "a valid \"Authorization: Bearer <key>\" header is required".into(),
                 None,
             ),
-            ApiError::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone(), None),
+            ApiError::NotFound { code, message } => {
+                (StatusCode::NOT_FOUND, code, message.clone(), None)
+            }
             ApiError::MethodNotAllowed { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
                 format!("this route allows {allow}"),
                 None,
             ),
-            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone(), None),
+            ApiError::Conflict { code, message } => {
+                (StatusCode::CONFLICT, code, message.clone(), None)
+            }
             ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BODY_TOO_LARGE",
@@ -73,15 +111,30 @@ impl ApiError {
                 "this Idempotency-Key was used with a different request body".into(),
                 None,
             ),
-            ApiError::Overloaded { message, .. } => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", message.clone(), None),
+            ApiError::Overloaded { message, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OVERLOADED",
+                message.clone(),
+                None,
+            ),
             ApiError::NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NOT_READY",
                 "durasaga is recovering or shutting down; retry shortly".into(),
                 None,
             ),
-            ApiError::NoSpace(m) => (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_FULL", m.clone(), None),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", m.clone(), None),
+            ApiError::NoSpace(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORAGE_FULL",
+                m.clone(),
+                None,
+            ),
+            ApiError::Internal(m) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                m.clone(),
+                None,
+            ),
         }
     }
 
@@ -129,7 +182,10 @@ impl From<AppError> for ApiError {
                 message: format!("{what} not found"),
             },
             AppError::Conflict { code, message } => ApiError::Conflict { code, message },
-            AppError::Overloaded(message) => ApiError::Overloaded { message, retry_after: 1 },
+            AppError::Overloaded(message) => ApiError::Overloaded {
+                message,
+                retry_after: 1,
+            },
             AppError::NotReady => ApiError::NotReady,
             AppError::NoSpace(m) => ApiError::NoSpace(m),
             AppError::Internal(m) => {

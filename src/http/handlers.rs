@@ -17,7 +17,10 @@ use warp::reply::Response;
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut resp = Response::new(body.to_string().into());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -31,18 +34,33 @@ fn created(location: String, body: &Value) -> Response {
 
 /// Parses a JSON body into `T`, checking the content type first.
 pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    let ct = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime != "application/json" {
         return Err(ApiError::UnsupportedMediaType);
     }
     serde_json::from_slice(&req.body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::bad("MALFORMED_JSON", format!("malformed JSON: {e}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad("MALFORMED_JSON", format!("malformed JSON: {e}"))
+            }
             Category::Data => {
                 let msg = e.to_string();
-                let code = if msg.contains("unknown field") { "UNKNOWN_FIELD" } else { "INVALID_REQUEST" };
+                let code = if msg.contains("unknown field") {
+                    "UNKNOWN_FIELD"
+                } else {
+                    "INVALID_REQUEST"
+                };
                 ApiError::bad(code, msg)
             }
         }
@@ -52,12 +70,15 @@ pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// Query parameters, refusing any this route does not know.
 pub fn query(req: &Request, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let raw = req.query.as_deref().unwrap_or("");
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw).map_err(|e| ApiError::bad("INVALID_QUERY", e.to_string()))?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::bad("INVALID_QUERY", e.to_string()))?;
     let mut out = HashMap::new();
     for (k, v) in pairs {
         if !known.contains(&k.as_str()) {
-            return Err(ApiError::bad("UNKNOWN_PARAMETER", format!("unknown query parameter {k:?}")));
+            return Err(ApiError::bad(
+                "UNKNOWN_PARAMETER",
+                format!("unknown query parameter {k:?}"),
+            ));
         }
         out.insert(k, v);
     }
@@ -69,7 +90,10 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
         None => Ok(100),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad("INVALID_QUERY", "limit must be an integer from 1 to 1000")),
+            _ => Err(ApiError::bad(
+                "INVALID_QUERY",
+                "limit must be an integer from 1 to 1000",
+            )),
         },
     }
 }
@@ -77,7 +101,9 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
 /// `Prefer: wait=N` in seconds, capped by the configuration.
 fn prefer_wait(req: &Request, max: u64) -> Result<Option<Duration>, ApiError> {
     for v in req.headers.get_all("prefer") {
-        let s = v.to_str().map_err(|_| ApiError::bad("INVALID_HEADER", "Prefer header is not text"))?;
+        let s = v
+            .to_str()
+            .map_err(|_| ApiError::bad("INVALID_HEADER", "Prefer header is not text"))?;
         for token in s.split([',', ';']) {
             let t = token.trim();
             if let Some(n) = t.strip_prefix("wait=") {
@@ -86,7 +112,9 @@ fn prefer_wait(req: &Request, max: u64) -> Result<Option<Duration>, ApiError> {
                     .parse()
                     .ok()
                     .filter(|x: &f64| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| ApiError::bad("INVALID_HEADER", "Prefer: wait=N takes a number of seconds"))?;
+                    .ok_or_else(|| {
+                        ApiError::bad("INVALID_HEADER", "Prefer: wait=N takes a number of seconds")
+                    })?;
                 return Ok(Some(Duration::from_secs_f64(secs.min(max as f64))));
             }
         }
@@ -97,7 +125,10 @@ fn prefer_wait(req: &Request, max: u64) -> Result<Option<Duration>, ApiError> {
 fn path_id(s: &str, what: &'static str) -> Result<String, ApiError> {
     crate::domain::OrderId::parse(s)
         .map(|id| id.to_string())
-        .map_err(|_| ApiError::NotFound { code: not_found_code(what), message: format!("{what} not found") })
+        .map_err(|_| ApiError::NotFound {
+            code: not_found_code(what),
+            message: format!("{what} not found"),
+        })
 }
 
 fn not_found_code(what: &str) -> &'static str {
@@ -109,7 +140,10 @@ fn not_found_code(what: &str) -> &'static str {
 }
 
 fn not_found(what: &'static str) -> ApiError {
-    ApiError::NotFound { code: not_found_code(what), message: format!("{what} not found") }
+    ApiError::NotFound {
+        code: not_found_code(what),
+        message: format!("{what} not found"),
+    }
 }
 
 fn list(items_key: &str, items: Vec<Value>, next: Option<String>) -> Response {
@@ -148,15 +182,24 @@ pub async fn create_customer(rt: &Runtime, req: &Request) -> Result<Response, Ap
 /// `GET /customers`
 pub async fn list_customers(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
     let q = query(req, &["limit", "after"])?;
-    let (items, next) = rt.list_customers(q.get("after").map(String::as_str), limit(&q)?).await?;
-    Ok(list("customers", items.iter().map(dto::customer).collect(), next))
+    let (items, next) = rt
+        .list_customers(q.get("after").map(String::as_str), limit(&q)?)
+        .await?;
+    Ok(list(
+        "customers",
+        items.iter().map(dto::customer).collect(),
+        next,
+    ))
 }
 
 /// `GET /customers/{id}`
 pub async fn get_customer(rt: &Runtime, req: &Request, id: &str) -> Result<Response, ApiError> {
     query(req, &[])?;
     let id = path_id(id, "customer")?;
-    let c = rt.get_customer(&id).await?.ok_or_else(|| not_found("customer"))?;
+    let c = rt
+        .get_customer(&id)
+        .await?
+        .ok_or_else(|| not_found("customer"))?;
     Ok(json_response(StatusCode::OK, &dto::customer(&c)))
 }
 
@@ -169,11 +212,17 @@ pub async fn create_order(rt: &Runtime, req: &Request) -> Result<Response, ApiEr
     let mut view = rt.create_order(new.customer_id, new.total).await?;
     if let Some(w) = wait {
         let id = view.order.id.to_string();
-        if let Some(v) = rt.wait_order(&id, w, |v| v.order.state.is_settled()).await? {
+        if let Some(v) = rt
+            .wait_order(&id, w, |v| v.order.state.is_settled())
+            .await?
+        {
             view = v;
         }
     }
-    Ok(created(format!("/orders/{}", view.order.id), &dto::order(&view)))
+    Ok(created(
+        format!("/orders/{}", view.order.id),
+        &dto::order(&view),
+    ))
 }
 
 /// `GET /orders`
@@ -182,11 +231,19 @@ pub async fn list_orders(rt: &Runtime, req: &Request) -> Result<Response, ApiErr
     let state = match q.get("state") {
         None => None,
         Some(s) => Some(OrderState::parse(s).ok_or_else(|| {
-            ApiError::bad("INVALID_QUERY", "state must be PENDING, APPROVED, REJECTED or CANCELLED")
+            ApiError::bad(
+                "INVALID_QUERY",
+                "state must be PENDING, APPROVED, REJECTED or CANCELLED",
+            )
         })?),
     };
-    let filter = OrderFilter { customer_id: q.get("customerId").cloned(), state };
-    let (items, next) = rt.list_orders(&filter, q.get("after").map(String::as_str), limit(&q)?).await?;
+    let filter = OrderFilter {
+        customer_id: q.get("customerId").cloned(),
+        state,
+    };
+    let (items, next) = rt
+        .list_orders(&filter, q.get("after").map(String::as_str), limit(&q)?)
+        .await?;
     Ok(list("orders", items.iter().map(dto::order).collect(), next))
 }
 
@@ -195,15 +252,25 @@ pub async fn get_order(rt: &Runtime, req: &Request, id: &str) -> Result<Response
     let q = query(req, &["asOf"])?;
     let id = path_id(id, "order")?;
     let view = match prefer_wait(req, rt.settings.http.max_wait_seconds)? {
-        Some(w) => rt.wait_order(&id, w, |v| v.order.state.is_settled()).await?,
+        Some(w) => {
+            rt.wait_order(&id, w, |v| v.order.state.is_settled())
+                .await?
+        }
         None => rt.get_order(&id).await?,
     };
     let view = view.ok_or_else(|| not_found("order"))?;
-    let Some(as_of) = q.get("asOf") else { return Ok(json_response(StatusCode::OK, &dto::order(&view))) };
-    let at = dto::parse_time(as_of).ok_or_else(|| ApiError::bad("INVALID_QUERY", "asOf must be an RFC 3339 time"))?;
+    let Some(as_of) = q.get("asOf") else {
+        return Ok(json_response(StatusCode::OK, &dto::order(&view)));
+    };
+    let at = dto::parse_time(as_of)
+        .ok_or_else(|| ApiError::bad("INVALID_QUERY", "asOf must be an RFC 3339 time"))?;
     let past: Vec<_> = view.events.iter().filter(|e| e.at <= at).cloned().collect();
     let order = Order::fold(&view.order.id, &past).ok_or_else(|| not_found("order"))?;
-    let then = OrderView { order, saga_id: view.saga_id.clone(), events: past };
+    let then = OrderView {
+        order,
+        saga_id: view.saga_id.clone(),
+        events: past,
+    };
     Ok(json_response(StatusCode::OK, &dto::order(&then)))
 }
 
@@ -220,13 +287,18 @@ pub async fn order_history(rt: &Runtime, req: &Request, id: &str) -> Result<Resp
                 crate::domain::OrderEvent::OrderCreated { customer_id, total } => {
                     json!({"customerId": customer_id.as_str(), "orderTotal": dto::money(*total)})
                 }
-                crate::domain::OrderEvent::OrderRejected { reason } => json!({"rejectionReason": reason.as_str()}),
+                crate::domain::OrderEvent::OrderRejected { reason } => {
+                    json!({"rejectionReason": reason.as_str()})
+                }
                 _ => json!({}),
             };
             json!({"seq": e.seq, "type": e.event.type_name(), "at": dto::time(e.at), "data": data})
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"orderId": id, "events": events})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"orderId": id, "events": events}),
+    ))
 }
 
 /// `POST /orders/{id}/cancel`
@@ -236,7 +308,10 @@ pub async fn cancel_order(rt: &Runtime, req: &Request, id: &str) -> Result<Respo
     let oid = OrderId::parse(id).map_err(|_| not_found("order"))?;
     let mut view = rt.cancel_order(&oid).await?;
     if let Some(w) = wait {
-        if let Some(v) = rt.wait_order(oid.as_str(), w, |v| v.order.state == OrderState::Cancelled).await? {
+        if let Some(v) = rt
+            .wait_order(oid.as_str(), w, |v| v.order.state == OrderState::Cancelled)
+            .await?
+        {
             view = v;
         }
     }
@@ -269,13 +344,19 @@ pub async fn metrics(rt: &Runtime) -> Result<Response, ApiError> {
     metrics::gauge!("durasaga_active_actors", "service" => "customer").set(c as f64);
     metrics::gauge!("durasaga_active_actors", "service" => "order").set(o as f64);
     metrics::gauge!("durasaga_active_actors", "service" => "saga").set(s as f64);
-    metrics::gauge!("durasaga_inbox_depth", "service" => "customer").set(rt.customers.total_depth() as f64);
-    metrics::gauge!("durasaga_inbox_depth", "service" => "order").set(rt.orders.total_depth() as f64);
+    metrics::gauge!("durasaga_inbox_depth", "service" => "customer")
+        .set(rt.customers.total_depth() as f64);
+    metrics::gauge!("durasaga_inbox_depth", "service" => "order")
+        .set(rt.orders.total_depth() as f64);
     metrics::gauge!("durasaga_inbox_depth", "service" => "saga").set(rt.sagas.total_depth() as f64);
-    let text = crate::metrics::prometheus().map(|h| h.render()).unwrap_or_default();
+    let text = crate::metrics::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
     let mut resp = Response::new(text.into());
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     Ok(resp)
 }
 

@@ -31,7 +31,9 @@ pub struct Request {
 }
 
 /// Every route of the API as one warp filter.
-pub fn routes(rt: Arc<Runtime>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    rt: Arc<Runtime>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = rt.settings.http.max_body_bytes;
     warp::any()
         .and(warp::method())
@@ -39,30 +41,34 @@ pub fn routes(rt: Arc<Runtime>) -> impl Filter<Extract = (Response,), Error = wa
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method, path: warp::path::FullPath, query: String, headers, body| {
-            let rt = rt.clone();
-            async move {
-                let started = Instant::now();
-                let path = path.as_str().to_owned();
-                let resp = match read_body(body, limit).await {
-                    Ok(body) => {
-                        let req = Request {
-                            method,
-                            path,
-                            query: (!query.is_empty()).then_some(query),
-                            headers,
-                            body,
-                        };
-                        let route = route_name(&req);
-                        let resp = dispatch(&rt, &req).await.unwrap_or_else(ApiError::into_response);
-                        record(route, req.method.as_str(), resp.status().as_u16(), started);
-                        resp
-                    }
-                    Err(e) => e.into_response(),
-                };
-                resp
-            }
-        })
+        .then(
+            move |method, path: warp::path::FullPath, query: String, headers, body| {
+                let rt = rt.clone();
+                async move {
+                    let started = Instant::now();
+                    let path = path.as_str().to_owned();
+                    let resp = match read_body(body, limit).await {
+                        Ok(body) => {
+                            let req = Request {
+                                method,
+                                path,
+                                query: (!query.is_empty()).then_some(query),
+                                headers,
+                                body,
+                            };
+                            let route = route_name(&req);
+                            let resp = dispatch(&rt, &req)
+                                .await
+                                .unwrap_or_else(ApiError::into_response);
+                            record(route, req.method.as_str(), resp.status().as_u16(), started);
+                            resp
+                        }
+                        Err(e) => e.into_response(),
+                    };
+                    resp
+                }
+            },
+        )
 }
 
 fn record(route: &'static str, method: &str, status: u16, started: Instant) {
@@ -94,7 +100,10 @@ where
 }
 
 fn segments(path: &str) -> Vec<&str> {
-    path.trim_start_matches('/').trim_end_matches('/').split('/').collect()
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .collect()
 }
 
 /// The route template, for metrics (bounded label values).
@@ -130,7 +139,9 @@ fn authorized(rt: &Runtime, req: &Request) -> bool {
         return false;
     };
     // Compare against every key without stopping early.
-    keys.iter().fold(false, |ok, k| ok | bool::from(k.as_bytes().ct_eq(given.trim().as_bytes())))
+    keys.iter().fold(false, |ok, k| {
+        ok | bool::from(k.as_bytes().ct_eq(given.trim().as_bytes()))
+    })
 }
 
 async fn dispatch(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
@@ -161,9 +172,14 @@ async fn dispatch(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
         // The routes exist, but not with this method.
         ["health", "live" | "ready"] | ["metrics"] | ["openapi.json"] => not_allowed("GET"),
         ["customers"] | ["orders"] => not_allowed("GET, POST"),
-        ["customers", _] | ["orders", _] | ["orders", _, "history"] | ["sagas", _] => not_allowed("GET"),
+        ["customers", _] | ["orders", _] | ["orders", _, "history"] | ["sagas", _] => {
+            not_allowed("GET")
+        }
         ["orders", _, "cancel"] | ["sagas", _, "retry"] => not_allowed("POST"),
-        _ => Err(ApiError::NotFound { code: "ROUTE_NOT_FOUND", message: format!("no route {} {}", m, req.path) }),
+        _ => Err(ApiError::NotFound {
+            code: "ROUTE_NOT_FOUND",
+            message: format!("no route {} {}", m, req.path),
+        }),
     }
 }
 
@@ -174,5 +190,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(rt)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(rt))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }

@@ -30,17 +30,25 @@ fn prefer() -> Value {
 /// The OpenAPI document.
 pub fn document() -> Value {
     let common_errors = |mut responses: serde_json::Map<String, Value>| {
-        responses.insert("401".into(), err("missing or wrong API key (only when http.api_keys is set)"));
+        responses.insert(
+            "401".into(),
+            err("missing or wrong API key (only when http.api_keys is set)"),
+        );
         responses.insert("405".into(), err("method not allowed"));
-        responses.insert("503".into(), err("not ready, overloaded or storage full; see Retry-After"));
+        responses.insert(
+            "503".into(),
+            err("not ready, overloaded or storage full; see Retry-After"),
+        );
         Value::Object(responses)
     };
     let r = |pairs: Vec<(&str, Value)>| {
-        let m: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let m: serde_json::Map<String, Value> =
+            pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         common_errors(m)
     };
     let mut orders_list_params = page_params();
-    orders_list_params.push(json!({"name": "customerId", "in": "query", "schema": {"type": "string"}}));
+    orders_list_params
+        .push(json!({"name": "customerId", "in": "query", "schema": {"type": "string"}}));
     orders_list_params.push(json!({"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/OrderState"}}));
     json!({
         "openapi": "3.0.3",

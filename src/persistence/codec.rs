@@ -79,7 +79,10 @@ mod tests {
             reply_to: None,
             attempt: 1,
             sent_at: 7,
-            payload: Payload::RejectOrder { order_id, reason: RejectionReason::UnknownCustomer },
+            payload: Payload::RejectOrder {
+                order_id,
+                reason: RejectionReason::UnknownCustomer,
+            },
         }
     }
 
@@ -94,14 +97,23 @@ mod tests {
     #[test]
     fn bad_bytes_are_errors_not_panics() {
         assert!(matches!(decode::<Envelope>(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode::<Envelope>(&[9, 1, 2]), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(
+            decode::<Envelope>(&[9, 1, 2]),
+            Err(CodecError::UnknownVersion(9))
+        ));
         let bytes = encode(&envelope()).unwrap();
         for cut in 1..bytes.len() {
-            assert!(decode::<Envelope>(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                decode::<Envelope>(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(decode::<Envelope>(&long), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<Envelope>(&long),
+            Err(CodecError::Trailing(1))
+        ));
         // A huge length prefix must be refused, not allocated.
         let mut evil = vec![FORMAT_VERSION];
         evil.extend_from_slice(&[0xFF; 32]);

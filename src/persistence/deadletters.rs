@@ -32,8 +32,14 @@ impl ServiceDb {
     }
 
     /// Up to `limit` dead letters with an id above `after`.
-    pub fn deadletter_list(&self, after: Option<u128>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let start = after.map(|a| keys::deadletter(a.saturating_add(1)).to_vec()).unwrap_or_default();
+    pub fn deadletter_list(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = after
+            .map(|a| keys::deadletter(a.saturating_add(1)).to_vec())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for item in self.deadletters.range(start..) {
             if out.len() >= limit {

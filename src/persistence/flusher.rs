@@ -94,7 +94,12 @@ impl Drop for WriteGuard<'_> {
 impl Flusher {
     /// Starts the flusher thread for `db`. `files` is the database directory,
     /// used to fsync in `Durability::Fsync` mode.
-    pub fn start(db: sled::Db, dir: PathBuf, mode: Durability, name: &str) -> std::io::Result<Self> {
+    pub fn start(
+        db: sled::Db,
+        dir: PathBuf,
+        mode: Durability,
+        name: &str,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let inner = Arc::new(Inner {
             written: AtomicU64::new(0),
@@ -153,11 +158,16 @@ impl Flusher {
     async fn wait_for_flush(&self) -> Result<(), FlushError> {
         let (reply, rx) = oneshot::channel();
         {
-            let guard = self.inner.tx.lock().map_err(|_| FlushError("flusher lock poisoned".into()))?;
+            let guard = self
+                .inner
+                .tx
+                .lock()
+                .map_err(|_| FlushError("flusher lock poisoned".into()))?;
             let Some(tx) = guard.as_ref() else {
                 return Err(FlushError("flusher stopped".into()));
             };
-            tx.send(Waiter { reply }).map_err(|_| FlushError("flusher stopped".into()))?;
+            tx.send(Waiter { reply })
+                .map_err(|_| FlushError("flusher stopped".into()))?;
         }
         rx.await.map_err(|_| FlushError("flusher stopped".into()))?
     }
@@ -185,7 +195,10 @@ fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Inner>
         }
         inner.stats.flushes.fetch_add(1, SeqCst);
         inner.stats.waiters.fetch_add(batch.len() as u64, SeqCst);
-        inner.stats.flush_micros.fetch_add(started.elapsed().as_micros() as u64, SeqCst);
+        inner
+            .stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, SeqCst);
         crate::metrics::observe_flush(batch.len());
         for w in batch {
             let _ = w.reply.send(result.clone());
@@ -198,7 +211,10 @@ fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Inner>
 fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {
     match mode {
         Durability::None => Ok(()),
-        Durability::Flush => db.flush().map(|_| ()).map_err(|e| FlushError(e.to_string())),
+        Durability::Flush => db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| FlushError(e.to_string())),
         Durability::Fsync => {
             db.flush().map_err(|e| FlushError(e.to_string()))?;
             if let Err(e) = fsync_dir_files(dir) {
@@ -219,7 +235,9 @@ fn fsync_dir_files(dir: &std::path::Path) -> std::io::Result<()> {
         return Err(std::io::Error::other("injected fsync failure"));
     }
     for sub in [dir.to_path_buf(), dir.join("blobs")] {
-        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        let Ok(entries) = std::fs::read_dir(&sub) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 std::fs::File::open(entry.path())?.sync_all()?;

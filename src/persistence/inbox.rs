@@ -14,6 +14,9 @@ use super::Ticket;
 use crate::domain::Envelope;
 use std::collections::BTreeMap;
 
+/// One pending inbox entry: its sequence and the envelope, or why it does not decode.
+pub type InboxEntry = (u64, Result<Envelope, String>);
+
 impl ServiceDb {
     /// Appends an envelope to its receiver's inbox. Returns the entry's
     /// sequence and the ticket to await for durability.
@@ -33,7 +36,7 @@ impl ServiceDb {
         entity: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<Envelope, String>)>, StoreError> {
+    ) -> Result<Vec<InboxEntry>, StoreError> {
         let start = keys::inbox(entity, after.saturating_add(1));
         let prefix = keys::inbox_prefix(entity);
         let mut out = Vec::new();
@@ -42,8 +45,13 @@ impl ServiceDb {
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            let Some((_, seq)) = keys::parse_inbox(&k) else { continue };
-            out.push((seq, codec::decode::<Envelope>(&v).map_err(|e| e.to_string())));
+            let Some((_, seq)) = keys::parse_inbox(&k) else {
+                continue;
+            };
+            out.push((
+                seq,
+                codec::decode::<Envelope>(&v).map_err(|e| e.to_string()),
+            ));
         }
         Ok(out)
     }

@@ -34,7 +34,13 @@ pub struct EntityRecord<S> {
 
 impl<S> Default for EntityRecord<S> {
     fn default() -> Self {
-        Self { state: None, inbox_cursor: 0, outbox: Vec::new(), seen: VecDeque::new(), handled: 0 }
+        Self {
+            state: None,
+            inbox_cursor: 0,
+            outbox: Vec::new(),
+            seen: VecDeque::new(),
+            handled: 0,
+        }
     }
 }
 

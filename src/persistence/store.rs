@@ -60,8 +60,16 @@ pub struct ServiceDb {
 
 impl ServiceDb {
     /// Opens (creating if needed) the database in `dir`.
-    pub fn open(dir: &Path, name: &'static str, mode: Durability, cache_bytes: u64) -> Result<Self, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: dir.to_owned(), message: e.to_string() };
+    pub fn open(
+        dir: &Path,
+        name: &'static str,
+        mode: Durability,
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         let db = sled::Config::new()
             .path(dir)
@@ -69,7 +77,8 @@ impl ServiceDb {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_err(&e))?;
-        let flusher = Flusher::start(db.clone(), dir.to_owned(), mode, name).map_err(|e| open_err(&e))?;
+        let flusher =
+            Flusher::start(db.clone(), dir.to_owned(), mode, name).map_err(|e| open_err(&e))?;
         Ok(Self {
             name,
             entities: db.open_tree(keys::TREE_ENTITIES)?,
@@ -90,7 +99,10 @@ impl ServiceDb {
     }
 
     /// Loads an entity record if it exists.
-    pub fn get<S: DeserializeOwned>(&self, id: &str) -> Result<Option<EntityRecord<S>>, StoreError> {
+    pub fn get<S: DeserializeOwned>(
+        &self,
+        id: &str,
+    ) -> Result<Option<EntityRecord<S>>, StoreError> {
         match self.entities.get(keys::entity(id))? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
@@ -99,7 +111,11 @@ impl ServiceDb {
 
     /// Writes an entity record: one single-key insert. Await the ticket with
     /// [`Flusher::durable`] before anything depending on it leaves the process.
-    pub fn save<S: Serialize>(&self, id: &str, rec: &EntityRecord<S>) -> Result<Ticket, StoreError> {
+    pub fn save<S: Serialize>(
+        &self,
+        id: &str,
+        rec: &EntityRecord<S>,
+    ) -> Result<Ticket, StoreError> {
         let bytes = codec::encode(rec)?;
         let guard = self.flusher.begin_write();
         self.entities.insert(keys::entity(id), bytes)?;
@@ -108,10 +124,16 @@ impl ServiceDb {
 
     /// Writes a record only if no record exists yet (rare path: creation).
     /// Returns `Ok(None)` if one already existed.
-    pub fn create<S: Serialize>(&self, id: &str, rec: &EntityRecord<S>) -> Result<Option<Ticket>, StoreError> {
+    pub fn create<S: Serialize>(
+        &self,
+        id: &str,
+        rec: &EntityRecord<S>,
+    ) -> Result<Option<Ticket>, StoreError> {
         let bytes = codec::encode(rec)?;
         let guard = self.flusher.begin_write();
-        let swapped = self.entities.compare_and_swap(keys::entity(id), None as Option<&[u8]>, Some(bytes))?;
+        let swapped =
+            self.entities
+                .compare_and_swap(keys::entity(id), None as Option<&[u8]>, Some(bytes))?;
         let ticket = guard.finish();
         Ok(swapped.is_ok().then_some(ticket))
     }
