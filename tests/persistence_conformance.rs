@@ -1154,3 +1154,65 @@ async fn corrupted_inbox_entries_are_reported_per_entry() {
     assert!(db.deadletter_list(None, 10).is_err());
     assert!(db.deadletter_take(7).is_err());
 }
+
+#[tokio::test]
+async fn scratch_fsync_a_close_then_sleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
+    for i in 0..20u32 {
+        let t = store
+            .order
+            .save(
+                &format!("e-{i}"),
+                &EntityRecord {
+                    state: Some(i),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store.order.durable(t).await.unwrap();
+    }
+    store.close().unwrap();
+    drop(store);
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn scratch_fsync_b_no_close_many_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
+    for i in 0..2000u32 {
+        let t = store
+            .order
+            .save(
+                &format!("e-{}", i % 50),
+                &EntityRecord {
+                    state: Some(i),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store.order.durable(t).await.unwrap();
+    }
+    std::mem::forget(dir);
+}
+
+#[tokio::test]
+async fn scratch_fsync_c_close_then_drop_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
+    for i in 0..20u32 {
+        let t = store
+            .order
+            .save(
+                &format!("e-{i}"),
+                &EntityRecord {
+                    state: Some(i),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store.order.durable(t).await.unwrap();
+    }
+    store.close().unwrap();
+}
