@@ -56,7 +56,15 @@ pub async fn supervision(settings: Settings) -> anyhow::Result<()> {
     let Some(done) = done else {
         bail!("order vanished")
     };
-    let saga = rt.get_saga(&id).await?.context("saga missing")?;
+    // The order is settled; the saga ends when the order's reply reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let saga = loop {
+        let s = rt.get_saga(&id).await?.context("saga missing")?;
+        if s.phase.is_terminal() || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     println!("6. The restarted actor reloaded its state from sled and handled the message again.");
     println!("   Saga {} history:", saga.id);
     for h in &saga.history {

@@ -80,8 +80,27 @@ fn init_logging(settings: &Settings, format: Option<LogFormat>) {
     }
 }
 
+/// Panics inside actors are caught by their supervisors; log them as one line
+/// instead of a backtrace on stderr.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, "panic: {message}");
+    }));
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    install_panic_hook();
     let settings = Settings::load(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

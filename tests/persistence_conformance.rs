@@ -1155,64 +1155,42 @@ async fn corrupted_inbox_entries_are_reported_per_entry() {
     assert!(db.deadletter_take(7).is_err());
 }
 
-#[tokio::test]
-async fn scratch_fsync_a_close_then_sleep() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scratch_fsync_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
-    for i in 0..20u32 {
-        let t = store
-            .order
-            .save(
-                &format!("e-{i}"),
-                &EntityRecord {
-                    state: Some(i),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        store.order.durable(t).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..1u32 {
+        let db = store.order.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..150u32 {
+                let big = Counter {
+                    name: "x".repeat(200_000),
+                    handled: vec![i as u128],
+                    total: i as u64,
+                };
+                let t = db
+                    .save(
+                        &format!("big-{w}"),
+                        &EntityRecord {
+                            state: Some(big),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                db.durable(t).await.unwrap();
+            }
+        }));
     }
-    store.close().unwrap();
-    drop(store);
-    std::thread::sleep(Duration::from_millis(500));
-}
-
-#[tokio::test]
-async fn scratch_fsync_b_no_close_many_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
-    for i in 0..2000u32 {
-        let t = store
-            .order
-            .save(
-                &format!("e-{}", i % 50),
-                &EntityRecord {
-                    state: Some(i),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        store.order.durable(t).await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
     }
+    println!(
+        "blobs dir entries: {}",
+        std::fs::read_dir(dir.path().join("order/blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    );
+    println!("survived");
     std::mem::forget(dir);
-}
-
-#[tokio::test]
-async fn scratch_fsync_c_close_then_drop_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
-    for i in 0..20u32 {
-        let t = store
-            .order
-            .save(
-                &format!("e-{i}"),
-                &EntityRecord {
-                    state: Some(i),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        store.order.durable(t).await.unwrap();
-    }
-    store.close().unwrap();
 }
