@@ -14,8 +14,8 @@
 //! - [`http`]: the warp REST API; validation at the edge, errors mapped to
 //!   statuses in one place.
 //! - [`config`]: settings (defaults ← file ← environment ← flags).
-//! - [`serve`], [`demo`], [`harness`]: the binary's commands and the child
-//!   process driver the demos and crash tests share.
+//! - [`serve`], [`demo`], [`loadgen`], [`harness`]: the binary's commands and
+//!   the child-process driver the demos, crash tests and load generator share.
 //! - [`fault`]: injected faults and named crash points (demos and tests).
 //! - [`metrics`]: the Prometheus recorder.
 //!
@@ -46,6 +46,7 @@ pub mod domain;
 pub mod fault;
 pub mod harness;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod persistence;
 pub mod serve;

@@ -42,6 +42,36 @@ enum Command {
         #[arg(long)]
         durability: Option<String>,
     },
+    /// Drive CreateOrder sagas through the REST API and report throughput and latency.
+    Loadgen {
+        /// Base URL of a running durasaga.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Customers to create.
+        #[arg(long, default_value_t = 100)]
+        customers: usize,
+        /// Sagas to run (default 10000 unless --duration is given).
+        #[arg(long)]
+        orders: Option<usize>,
+        /// Run for this many seconds instead of a fixed number of orders.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Credit limit of each customer.
+        #[arg(long, default_value = "1000.00")]
+        credit_limit: String,
+        /// Order totals, uniform in MIN..MAX.
+        #[arg(long, default_value = "1.00..50.00")]
+        amounts: String,
+        /// Seconds each request waits for its saga (Prefer: wait=N).
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Print one JSON summary instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Narrated demonstrations.
     Demo {
         #[command(subcommand)]
@@ -125,6 +155,35 @@ fn main() -> anyhow::Result<()> {
             init_logging(&settings, cli.log_format);
             rt.block_on(durasaga::serve::run(settings))
                 .context("durasaga serve failed")
+        }
+        Command::Loadgen {
+            url,
+            customers,
+            orders,
+            duration,
+            concurrency,
+            credit_limit,
+            amounts,
+            wait,
+            json,
+        } => {
+            init_logging(&settings, cli.log_format);
+            let spec = durasaga::loadgen::LoadSpec {
+                url,
+                customers: customers.max(1),
+                orders: if duration.is_some() {
+                    orders
+                } else {
+                    Some(orders.unwrap_or(10_000))
+                },
+                duration: duration.map(std::time::Duration::from_secs_f64),
+                concurrency,
+                credit_limit,
+                amounts: durasaga::loadgen::parse_amounts(&amounts)?,
+                json,
+                wait_secs: wait,
+            };
+            rt.block_on(durasaga::loadgen::run(spec))
         }
         Command::Demo { which } => {
             init_logging(&settings, cli.log_format);

@@ -170,23 +170,39 @@ async fn handle_once(db: &ServiceDb, entity: &str, step: u64) -> Result<Option<V
     Ok(Some(newly))
 }
 
-/// Opens the store, retrying while another instance still holds sled's file
-/// lock (`Store::close` does not join its flusher threads, so the lock of a
-/// just-closed store is released a moment later).
-fn open_store_retrying(dir: &Path, mode: Durability) -> Store {
+/// Waits until no sled instance holds the lock of any service database under
+/// `dir` (probing with plain sled, which fails while it is locked), then
+/// opens the store.
+///
+/// `Store::close` does not join its flusher threads, which own `sled::Db`
+/// clones, so the lock of a just-closed store is released a moment later; and
+/// retrying `Store::open` itself is not an option because an attempt that
+/// fails part-way leaks the databases it already opened (they stay locked).
+fn open_store(dir: &Path, mode: Durability) -> Store {
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match Store::open(dir, mode, CACHE) {
-            Ok(s) => return s,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
+    for service in ["customer", "order", "saga", "view"] {
+        let path = dir.join(service);
+        if !path.exists() {
+            continue;
+        }
+        loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{} stays locked: {e}", path.display()),
             }
-            Err(e) => panic!("Store::open({}) failed: {e}", dir.display()),
         }
     }
+    Store::open(dir, mode, CACHE)
+        .unwrap_or_else(|e| panic!("Store::open({}) failed: {e}", dir.display()))
 }
 
 /// Writes one whole line with a single `write` (atomic on a pipe).
@@ -222,7 +238,7 @@ fn crash_child_writer() {
 }
 
 async fn child_main(dir: PathBuf, start: u64, mode: Durability) {
-    let store = open_store_retrying(&dir, mode);
+    let store = open_store(&dir, mode);
     // libtest has printed "test crash_child_writer ... " without a newline.
     emit(String::new());
     emit("READY".into());
@@ -451,7 +467,7 @@ struct Observed {
 /// Reopens the store and checks every invariant against the promises.
 /// With `drained`, additionally requires that nothing is pending any more.
 fn verify(data: &Path, promises: &Promises, drained: bool, context: &str) -> Observed {
-    let store = open_store_retrying(data, Durability::Flush);
+    let store = open_store(data, Durability::Flush);
     let db = &store.order;
     let mut obs = Observed::default();
 
@@ -646,7 +662,7 @@ fn drain(data: &Path) -> usize {
         .enable_all()
         .build()
         .unwrap();
-    let store = open_store_retrying(data, Durability::Flush);
+    let store = open_store(data, Durability::Flush);
     let mut handled = 0;
     rt.block_on(async {
         for entity in ENTITIES {

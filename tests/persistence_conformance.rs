@@ -93,31 +93,57 @@ fn pending_ids(db: &ServiceDb, entity: &str, after: u64) -> Vec<(u64, u128)> {
         .collect()
 }
 
-/// Opens a `Store`, retrying while the previous instance's sled lock is still
-/// held. `Store::close` does not join the flusher threads, and each flusher
-/// thread owns a clone of its `sled::Db`, so the file lock is released a
-/// moment *after* `close` returns (see the report in `reopen_right_after_close`).
-fn open_store_retrying(dir: &Path, mode: Durability) -> Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(dir, mode, CACHE) {
-            Ok(s) => return s,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
+/// Waits until no sled instance holds the lock of any service database under
+/// `dir`, by opening each one with plain sled (which fails while it is locked)
+/// and dropping it again.
+///
+/// Needed because `Store::close` does not join the flusher threads: each
+/// thread owns a clone of its `sled::Db`, so the lock is released a moment
+/// *after* `close` returns (see `reopen_right_after_close`). Simply retrying
+/// `Store::open` does not work: an attempt that fails part-way leaks the
+/// databases it already opened, which then stay locked for good (see
+/// `store_open_failing_part_way_releases_what_it_opened`).
+fn wait_until_unlocked(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for service in ["customer", "order", "saga", "view"] {
+        let path = dir.join(service);
+        if !path.exists() {
+            continue;
+        }
+        loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{} stays locked: {e}", path.display()),
             }
-            Err(e) => panic!("Store::open failed: {e}"),
         }
     }
 }
 
-fn close_and_reopen(store: Store, mode: Durability) -> Store {
+/// Closes a store and waits until its flusher threads have finished their
+/// final flush and released sled, so that the directory can be reopened or
+/// deleted safely. Deleting it earlier makes a `Durability::Fsync` flusher's
+/// final fsync fail, which exits the whole test process with status 75 (see
+/// `fsync_after_close_does_not_exit_the_process`).
+fn close_and_wait(store: Store) {
     let dir = store.dir.clone();
     store.close().expect("close");
     drop(store);
-    open_store_retrying(&dir, mode)
+    wait_until_unlocked(&dir);
+}
+
+fn close_and_reopen(store: Store, mode: Durability) -> Store {
+    let dir = store.dir.clone();
+    close_and_wait(store);
+    Store::open(&dir, mode, CACHE).expect("reopen")
 }
 
 // ---------------------------------------------------------------- inboxes --
@@ -656,7 +682,7 @@ async fn durable_writes_are_there_after_reopening_the_store() {
         1,
         "consumed entries were removed"
     );
-    store.close().unwrap();
+    close_and_wait(store);
 }
 
 /// Dropping a `Store` (no `close`) and opening the same directory again.
@@ -714,7 +740,50 @@ async fn reopen_right_after_close() {
             )
             .unwrap();
         store.order.durable(t).await.unwrap();
-        store.close().unwrap();
+        close_and_wait(store);
+    }
+}
+
+/// `Store::open` opens the four service databases one after the other. When
+/// one of them cannot be opened (here: its sled lock is held), the error is
+/// returned but the databases opened before it are dropped *without stopping
+/// their flushers*; each flusher thread keeps its `sled::Db` (and lock)
+/// forever. Every later `Store::open` of that directory then fails, even
+/// once the original obstacle is gone, until the process exits.
+///
+/// Ignored because it demonstrates an open bug (reported, not fixed here).
+#[tokio::test]
+#[ignore = "BUG: Store::open failing part-way leaks the databases it opened (they stay locked)"]
+async fn store_open_failing_part_way_releases_what_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Flush, CACHE).unwrap();
+    close_and_wait(store);
+    // Something else holds the `order` database for a moment.
+    let blocker = sled::Config::new()
+        .path(dir.path().join("order"))
+        .open()
+        .unwrap();
+    let err = Store::open(dir.path(), Durability::Flush, CACHE)
+        .err()
+        .expect("order is locked");
+    assert!(err.to_string().contains("order"), "{err}");
+    drop(blocker);
+    wait_until_unlocked_only(&dir.path().join("order"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let store = Store::open(dir.path(), Durability::Flush, CACHE)
+        .expect("open once the blocker is gone (customer is still held by the leaked flusher)");
+    close_and_wait(store);
+}
+
+fn wait_until_unlocked_only(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = sled::Config::new().path(path).open() {
+        assert!(
+            Instant::now() < deadline,
+            "{} stays locked: {e}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -776,7 +845,7 @@ async fn durability_none_and_fsync_modes_both_commit() {
             vec![(seq, 5)],
             "mode {mode:?}"
         );
-        store.close().unwrap();
+        close_and_wait(store);
     }
 }
 
@@ -1007,7 +1076,7 @@ async fn dead_letters_put_list_take_round_trip_with_pagination() {
         assert!(db.deadletter_take(*id).unwrap().is_some());
     }
     assert!(db.deadletter_list(None, usize::MAX).unwrap().is_empty());
-    store.close().unwrap();
+    close_and_wait(store);
 }
 
 // -------------------------------------------------------------- corruption --
@@ -1155,42 +1224,132 @@ async fn corrupted_inbox_entries_are_reported_per_entry() {
     assert!(db.deadletter_take(7).is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scratch_fsync_blobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
-    let mut tasks = Vec::new();
-    for w in 0..1u32 {
-        let db = store.order.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..150u32 {
-                let big = Counter {
-                    name: "x".repeat(200_000),
-                    handled: vec![i as u128],
-                    total: i as u64,
-                };
-                let t = db
-                    .save(
-                        &format!("big-{w}"),
-                        &EntityRecord {
-                            state: Some(big),
-                            ..Default::default()
-                        },
-                    )
-                    .unwrap();
-                db.durable(t).await.unwrap();
+// ------------------------------------------------ fsync-mode process exits --
+
+/// Set in a child process started by the tests below; selects its scenario.
+const FSYNC_CHILD_ENV: &str = "DURASAGA_FSYNC_CHILD";
+
+/// Child half of the `Durability::Fsync` process-exit tests: a no-op unless
+/// started by one of them. Each scenario exits the child with status 75
+/// (`flush_once` calls `process::exit(75)` when `fsync_dir_files` fails) if
+/// the bug is present, and returns normally (status 0) otherwise.
+#[test]
+fn fsync_child_scenario() {
+    let Ok(scenario) = std::env::var(FSYNC_CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Fsync, CACHE).unwrap();
+        match scenario.as_str() {
+            "big-records" => {
+                // Records above sled's blob threshold (segment_size / 4, about
+                // 128 KiB) live in files under `blobs/`; overwriting them makes
+                // sled delete old blob files while the flusher lists and fsyncs
+                // that directory.
+                let mut tasks = Vec::new();
+                for w in 0..4u32 {
+                    let db = store.order.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..150u32 {
+                            let big = Counter {
+                                name: "x".repeat(200_000),
+                                handled: vec![i as u128],
+                                total: i as u64,
+                            };
+                            let rec = EntityRecord {
+                                state: Some(big),
+                                ..Default::default()
+                            };
+                            let t = db.save(&format!("big-{w}"), &rec).unwrap();
+                            db.durable(t).await.unwrap();
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                close_and_wait(store);
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    println!(
-        "blobs dir entries: {}",
-        std::fs::read_dir(dir.path().join("order/blobs"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+            "close-then-remove" => {
+                for i in 0..20u32 {
+                    let rec = EntityRecord {
+                        state: Some(i),
+                        ..Default::default()
+                    };
+                    let t = store.order.save(&format!("e-{i}"), &rec).unwrap();
+                    store.order.durable(t).await.unwrap();
+                }
+                // The documented shutdown, then the directory goes away (as a
+                // temporary directory does); the flusher threads are still
+                // running their final flush + fsync.
+                store.close().unwrap();
+                drop(store);
+                drop(dir);
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            other => panic!("unknown scenario {other}"),
+        }
+        drop(dir);
+    });
+}
+
+fn run_fsync_child(scenario: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fsync_child_scenario",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FSYNC_CHILD_ENV, scenario)
+        .output()
+        .expect("run child")
+}
+
+/// In `Durability::Fsync` mode, `fsync_dir_files` lists the database
+/// directory and `blobs/`, then opens each file to fsync it. sled deletes
+/// blob files on its own (when a value above its blob threshold is
+/// overwritten), so a file listed a moment ago can be gone: `File::open`
+/// fails with `NotFound`, which `flush_once` treats as a failed fsync and
+/// exits the process with status 75, during normal operation.
+///
+/// Ignored because it demonstrates an open bug (reported, not fixed here).
+#[test]
+#[ignore = "BUG: Fsync mode exits the process when sled deletes a blob file during fsync_dir_files"]
+fn fsync_mode_survives_sled_deleting_blob_files() {
+    let out = run_fsync_child("big-records");
+    assert!(
+        out.status.success(),
+        "child exited with {}; stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
-    println!("survived");
-    std::mem::forget(dir);
+}
+
+/// After `Store::close` the flusher threads still run a final flush (and, in
+/// `Durability::Fsync` mode, fsync every file); `close` does not wait for
+/// them. If the directory is removed right after `close` returns, that final
+/// fsync fails and the process exits with status 75.
+///
+/// Ignored because it demonstrates an open bug (reported, not fixed here).
+#[test]
+#[ignore = "BUG: in Fsync mode, removing the data dir right after Store::close exits the process"]
+fn fsync_after_close_does_not_exit_the_process() {
+    // Racy by nature: a few attempts make it fail reliably when the bug is there.
+    for attempt in 0..5 {
+        let out = run_fsync_child("close-then-remove");
+        assert!(
+            out.status.success(),
+            "attempt {attempt}: child exited with {}; stderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

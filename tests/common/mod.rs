@@ -25,14 +25,23 @@ pub async fn spawn_app_with(patch: serde_json::Value) -> TestApp {
         .and_then(|s| s.with(patch))
         .expect("settings");
     let _ = durasaga::metrics::prometheus();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let rt = Runtime::start(settings).await.expect("runtime");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(durasaga::http::serve(rt.clone(), listener, async move {
         let _ = rx.await;
     }));
-    TestApp { rt, client: Client::new(&url), url, dir, stop: Some(tx), server: Some(server) }
+    TestApp {
+        rt,
+        client: Client::new(&url),
+        url,
+        dir,
+        stop: Some(tx),
+        server: Some(server),
+    }
 }
 
 /// Starts durasaga with the default settings.
@@ -49,7 +58,10 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
-        self.rt.shutdown(std::time::Duration::from_secs(5)).await.expect("shutdown");
+        self.rt
+            .shutdown(std::time::Duration::from_secs(5))
+            .await
+            .expect("shutdown");
         self.dir
     }
 }

@@ -1,0 +1,257 @@
+//! Supervision end to end: a CustomerActor that panics is restarted and
+//! resumes its durable inbox; a message that keeps failing goes to the dead
+//! letters and the saga still ends.
+//!
+//! Its own test binary because the fault flags in `durasaga::fault` are
+//! process-global. Tests run one at a time (one app per process at a time, see
+//! `with_app`), and every fault is disarmed when a test ends, passed or not.
+
+mod common;
+
+use common::{spawn_app_with, TestApp};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One app (and one set of armed faults) at a time in this process.
+static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The names `Runtime::start` registers in ractor's global registry.
+const SUPERVISOR_NAMES: [&str; 3] = ["customer-supervisor", "order-supervisor", "saga-supervisor"];
+
+/// Disarms every fault when dropped, even while a failed test unwinds.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        durasaga::fault::arm_customer_panics(0);
+        durasaga::fault::set_customer_silent(false);
+    }
+}
+
+/// Runs `test` against a fresh app started with the settings `patch`, then
+/// disarms the faults, stops the app (even if `test` panicked) and waits
+/// until its supervisor names are released.
+async fn with_app<F>(patch: Value, test: F)
+where
+    F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
+{
+    let _one_at_a_time = ONE_APP.lock().await;
+    let disarm = Disarm;
+    let app = spawn_app_with(patch).await;
+    let outcome = std::panic::AssertUnwindSafe(test(&app))
+        .catch_unwind()
+        .await;
+    drop(disarm);
+    app.stop().await;
+    let deadline = Instant::now() + DEADLINE;
+    while SUPERVISOR_NAMES
+        .iter()
+        .any(|n| ractor::registry::where_is(n).is_some())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped app's supervisors are still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .http
+        .get(format!("{}{path}", app.url))
+        .send()
+        .await
+        .expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
+async fn settled_order(app: &TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = app
+            .client
+            .get_order(id, 10)
+            .await
+            .expect("GET order")
+            .expect("order exists");
+        if v["orderState"] != "PENDING" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
+    }
+}
+
+/// Polls `GET /sagas/{id}` until the saga is in a terminal state.
+async fn ended_saga(app: &TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (s, v) = get(app, &format!("/sagas/{id}")).await;
+        assert_eq!(s, 200, "GET /sagas/{id}: {v}");
+        if matches!(
+            v["state"].as_str(),
+            Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
+        ) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "saga {id} did not end: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn available(app: &TestApp, customer: &str) -> String {
+    let c = app.client.get_customer(customer).await.expect("customer");
+    c["availableCredit"]["amount"]
+        .as_str()
+        .expect("availableCredit")
+        .to_owned()
+}
+
+async fn assert_credit_adds_up(app: &TestApp, customer: &str) {
+    let bad = durasaga::harness::credit_violations(&app.client, &[customer.to_owned()])
+        .await
+        .expect("credit check");
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+fn causes(saga: &Value) -> Vec<String> {
+    saga["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["state"].as_str().unwrap_or("?"),
+                h["cause"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_customer_actor_is_restarted_and_the_saga_completes() {
+    with_app(json!({}), |app| {
+        Box::pin(async move {
+            let cid = app
+                .client
+                .create_customer("Wobbly", "100.00")
+                .await
+                .unwrap();
+            let restarts_before = app.rt.customers.restarts.load(SeqCst);
+
+            durasaga::fault::arm_customer_panics(1);
+            let o = app.client.create_order(&cid, "10.00", 10).await.unwrap();
+            let oid = o["orderId"].as_str().unwrap().to_owned();
+            let o = settled_order(app, &oid).await;
+            // The armed panic really happened (otherwise it is still armed).
+            assert!(
+                !durasaga::fault::take_customer_panic(),
+                "the armed panic was never triggered"
+            );
+
+            assert_eq!(o["orderState"], "APPROVED", "{o}");
+            let restarts = app.rt.customers.restarts.load(SeqCst) - restarts_before;
+            assert!(restarts >= 1, "the customer actor was not restarted");
+
+            // Credit was reserved exactly once.
+            assert_eq!(available(app, &cid).await, "90.00");
+            assert_credit_adds_up(app, &cid).await;
+
+            // The restarted actor handled the same message again: no dead
+            // letter, and the saga needed no retry of its own.
+            let dead = app.rt.store.customer.deadletter_list(None, 10).unwrap();
+            assert!(dead.is_empty(), "unexpected dead letters: {dead:?}");
+            let saga = ended_saga(app, o["sagaId"].as_str().unwrap()).await;
+            assert_eq!(saga["state"], "APPROVED", "{saga}");
+            let c = causes(&saga);
+            assert!(
+                !c.iter()
+                    .any(|c| c.ends_with(":Timeout") || c.ends_with(":Retry")),
+                "the saga had to time out: {c:?}"
+            );
+
+            // The customer keeps working.
+            let o2 = app.client.create_order(&cid, "5.00", 10).await.unwrap();
+            let o2 = settled_order(app, o2["orderId"].as_str().unwrap()).await;
+            assert_eq!(o2["orderState"], "APPROVED", "{o2}");
+            assert_eq!(available(app, &cid).await, "85.00");
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
+    let settings = json!({
+        "mailbox": {"max_attempts": 2},
+        "saga": {"reply_timeout_ms": 500, "max_attempts": 2, "backoff_base_ms": 10}
+    });
+    with_app(settings, |app| {
+        Box::pin(async move {
+            let cid = app
+                .client
+                .create_customer("Poisoned", "100.00")
+                .await
+                .unwrap();
+            let restarts_before = app.rt.customers.restarts.load(SeqCst);
+
+            // Every ReserveCredit panics, every time it is handled.
+            durasaga::fault::arm_customer_panics(100);
+            let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+            let oid = o["orderId"].as_str().unwrap().to_owned();
+            let o = settled_order(app, &oid).await;
+            assert_eq!(o["orderState"], "REJECTED", "{o}");
+            assert_eq!(o["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{o}");
+
+            // Each attempt's ReserveCredit was set aside after failing
+            // mailbox.max_attempts times.
+            let dead = app.rt.store.customer.deadletter_list(None, 10).unwrap();
+            assert!(!dead.is_empty(), "no dead letters");
+            for d in &dead {
+                assert_eq!(d.entity, cid, "{d:?}");
+                let env = d.envelope.as_ref().expect("the envelope is kept");
+                assert_eq!(env.kind, "ReserveCredit", "{d:?}");
+                assert_eq!(env.correlation, o["sagaId"].as_str().unwrap(), "{d:?}");
+                assert!(d.attempts >= 2, "{d:?}");
+            }
+            let restarts = app.rt.customers.restarts.load(SeqCst) - restarts_before;
+            assert!(restarts >= 2, "only {restarts} restarts");
+
+            // The saga compensated, then rejected the order.
+            let saga = ended_saga(app, o["sagaId"].as_str().unwrap()).await;
+            assert_eq!(saga["state"], "REJECTED", "{saga}");
+            assert_eq!(saga["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{saga}");
+            let c = causes(&saga);
+            let releasing = c.iter().position(|c| c.starts_with("RELEASING_CREDIT:"));
+            let rejected = c.iter().position(|c| c.starts_with("REJECTED:"));
+            assert!(
+                matches!((releasing, rejected), (Some(a), Some(b)) if a < b),
+                "no RELEASING_CREDIT before REJECTED: {c:?}"
+            );
+
+            // Credit adds up: nothing is held for the rejected order.
+            assert_eq!(available(app, &cid).await, "100.00");
+            assert_credit_adds_up(app, &cid).await;
+
+            // Disarmed, the same customer is not stuck behind the poison.
+            durasaga::fault::arm_customer_panics(0);
+            let o2 = app.client.create_order(&cid, "5.00", 10).await.unwrap();
+            let o2 = settled_order(app, o2["orderId"].as_str().unwrap()).await;
+            assert_eq!(o2["orderState"], "APPROVED", "{o2}");
+            assert_eq!(available(app, &cid).await, "95.00");
+        })
+    })
+    .await;
+}

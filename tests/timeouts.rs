@@ -1,0 +1,292 @@
+//! Saga timeouts end to end: a customer service that never answers makes the
+//! credit check time out, retry with backoff, and then either compensate
+//! (release credit, reject with CREDIT_CHECK_TIMEOUT) or pause for an
+//! operator's `POST /sagas/{id}/retry`.
+//!
+//! Its own test binary because `fault::set_customer_silent` is
+//! process-global. Tests run one at a time (see `with_app`), and silence is
+//! switched off when a test ends, passed or not.
+
+mod common;
+
+use common::{spawn_app_with, TestApp};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One app (and one silence flag) at a time in this process.
+static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The names `Runtime::start` registers in ractor's global registry.
+const SUPERVISOR_NAMES: [&str; 3] = ["customer-supervisor", "order-supervisor", "saga-supervisor"];
+
+/// Switches every fault off when dropped, even while a failed test unwinds.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        durasaga::fault::set_customer_silent(false);
+        durasaga::fault::arm_customer_panics(0);
+    }
+}
+
+/// Runs `test` against a fresh app started with the settings `patch`, then
+/// disarms the faults, stops the app (even if `test` panicked) and waits
+/// until its supervisor names are released.
+async fn with_app<F>(patch: Value, test: F)
+where
+    F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
+{
+    let _one_at_a_time = ONE_APP.lock().await;
+    let disarm = Disarm;
+    let app = spawn_app_with(patch).await;
+    let outcome = std::panic::AssertUnwindSafe(test(&app))
+        .catch_unwind()
+        .await;
+    drop(disarm);
+    app.stop().await;
+    let deadline = Instant::now() + DEADLINE;
+    while SUPERVISOR_NAMES
+        .iter()
+        .any(|n| ractor::registry::where_is(n).is_some())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped app's supervisors are still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn send(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .http
+        .request(method, format!("{}{path}", app.url))
+        .send()
+        .await
+        .expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `GET /sagas/{id}` (every few milliseconds, the phases here are
+/// short) until the saga exists and `done` holds.
+async fn saga_until(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (s, v) = send(app, reqwest::Method::GET, &format!("/sagas/{id}")).await;
+        // Right after POST /orders the saga may not exist yet: its start
+        // message is still on its way through the order's outbox.
+        assert!(s == 200 || s == 404, "GET /sagas/{id}: {s} {v}");
+        if s == 200 && done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "saga {id} never {what}: {v}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn is_terminal(v: &Value) -> bool {
+    matches!(
+        v["state"].as_str(),
+        Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
+    )
+}
+
+/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
+async fn settled_order(app: &TestApp, id: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = app
+            .client
+            .get_order(id, 10)
+            .await
+            .expect("GET order")
+            .expect("order exists");
+        if v["orderState"] != "PENDING" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
+    }
+}
+
+async fn available(app: &TestApp, customer: &str) -> String {
+    let c = app.client.get_customer(customer).await.expect("customer");
+    c["availableCredit"]["amount"]
+        .as_str()
+        .expect("availableCredit")
+        .to_owned()
+}
+
+/// `(state, attempt, cause)` of every history entry.
+fn history(saga: &Value) -> Vec<(String, u64, String)> {
+    saga["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["state"].as_str().unwrap_or("?").to_owned(),
+                h["attempt"].as_u64().unwrap_or(0),
+                h["cause"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn settings(on_exhausted: &str) -> Value {
+    json!({"saga": {
+        "reply_timeout_ms": 200,
+        "max_attempts": 3,
+        "backoff_base_ms": 20,
+        "backoff_max_ms": 100,
+        "on_exhausted": on_exhausted
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_customer_times_out_then_the_saga_compensates_and_rejects() {
+    with_app(settings("compensate"), |app| {
+        Box::pin(async move {
+            let cid = app.client.create_customer("Mute", "100.00").await.unwrap();
+            durasaga::fault::set_customer_silent(true);
+            let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+            assert_eq!(o["orderState"], "PENDING", "{o}");
+            let sid = o["sagaId"].as_str().unwrap().to_owned();
+
+            // Every ReserveCredit attempt goes unanswered; once they are
+            // exhausted the saga compensates. The silent customer would ignore
+            // ReleaseCredit too, so let it speak again now.
+            let s = saga_until(app, &sid, "reached RELEASING_CREDIT", |v| {
+                v["state"] != "RESERVING_CREDIT"
+            })
+            .await;
+            durasaga::fault::set_customer_silent(false);
+            assert_eq!(s["state"], "RELEASING_CREDIT", "{s}");
+
+            let o = settled_order(app, o["orderId"].as_str().unwrap()).await;
+            assert_eq!(o["orderState"], "REJECTED", "{o}");
+            assert_eq!(o["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{o}");
+
+            let saga = saga_until(app, &sid, "ended", is_terminal).await;
+            assert_eq!(saga["state"], "REJECTED", "{saga}");
+            assert_eq!(saga["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{saga}");
+            let h = history(&saga);
+            let reserving = |cause: &str| {
+                h.iter()
+                    .filter(|(s, _, c)| s == "RESERVING_CREDIT" && c == cause)
+                    .count()
+            };
+            // 3 attempts: timeouts after attempts 1 and 2, each followed by a
+            // retry; attempt 3 timing out exhausts the step.
+            assert_eq!(reserving("Timeout"), 2, "{h:?}");
+            assert_eq!(reserving("Retry"), 2, "{h:?}");
+            let max_attempt = h
+                .iter()
+                .filter(|(s, _, _)| s == "RESERVING_CREDIT")
+                .map(|(_, a, _)| *a)
+                .max();
+            assert_eq!(max_attempt, Some(3), "{h:?}");
+            let pos = |state: &str| h.iter().position(|(s, _, _)| s == state);
+            let (releasing, rejecting, rejected) =
+                (pos("RELEASING_CREDIT"), pos("REJECTING_ORDER"), pos("REJECTED"));
+            assert!(
+                matches!((releasing, rejecting, rejected), (Some(a), Some(b), Some(c)) if a < b && b < c),
+                "expected RELEASING_CREDIT, then REJECTING_ORDER, then REJECTED: {h:?}"
+            );
+            assert_eq!(h[releasing.unwrap()].2, "RetriesExhausted", "{h:?}");
+            assert_eq!(h.last().unwrap().0, "REJECTED", "{h:?}");
+
+            // Nothing is held for the rejected order.
+            assert_eq!(available(app, &cid).await, "100.00");
+            let (_, ev) = send(
+                app,
+                reqwest::Method::GET,
+                &format!("/orders/{}/history", o["orderId"].as_str().unwrap()),
+            )
+            .await;
+            let types: Vec<&str> = ev["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["type"].as_str())
+                .collect();
+            assert_eq!(types, ["OrderCreated", "OrderRejected"], "{ev}");
+            assert_eq!(
+                ev["events"][1]["data"]["rejectionReason"],
+                "CREDIT_CHECK_TIMEOUT",
+                "{ev}"
+            );
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_saga_resumes_on_operator_retry() {
+    with_app(settings("pause"), |app| {
+        Box::pin(async move {
+            let cid = app.client.create_customer("Shy", "100.00").await.unwrap();
+            durasaga::fault::set_customer_silent(true);
+            let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+            let oid = o["orderId"].as_str().unwrap().to_owned();
+            let sid = o["sagaId"].as_str().unwrap().to_owned();
+
+            let paused =
+                saga_until(app, &sid, "paused", |v| v["state"] != "RESERVING_CREDIT").await;
+            assert_eq!(paused["state"], "PAUSED", "{paused}");
+            assert!(
+                paused["error"].is_string(),
+                "no error on a paused saga: {paused}"
+            );
+            let h = history(&paused);
+            assert_eq!(
+                h.last().map(|(s, a, c)| (s.as_str(), *a, c.as_str())),
+                Some(("PAUSED", 3, "RetriesExhausted")),
+                "{h:?}"
+            );
+
+            // The order stays PENDING (the semantic lock) while paused.
+            let (s, pending) = send(app, reqwest::Method::GET, &format!("/orders/{oid}")).await;
+            assert_eq!(s, 200);
+            assert_eq!(pending["orderState"], "PENDING", "{pending}");
+            let (s, v) = send(app, reqwest::Method::POST, &format!("/orders/{oid}/cancel")).await;
+            assert_eq!(s, 409, "cancel of a PENDING order: {v}");
+
+            durasaga::fault::set_customer_silent(false);
+            let (s, resumed) =
+                send(app, reqwest::Method::POST, &format!("/sagas/{sid}/retry")).await;
+            assert_eq!(s, 200, "{resumed}");
+            assert_eq!(resumed["sagaId"], sid.as_str(), "{resumed}");
+            assert_ne!(resumed["state"], "PAUSED", "{resumed}");
+
+            let o = settled_order(app, &oid).await;
+            assert_eq!(o["orderState"], "APPROVED", "{o}");
+            assert_eq!(o["rejectionReason"], Value::Null, "{o}");
+            assert_eq!(available(app, &cid).await, "90.00");
+
+            let saga = saga_until(app, &sid, "ended", is_terminal).await;
+            assert_eq!(saga["state"], "APPROVED", "{saga}");
+            let h = history(&saga);
+            let retry = h.iter().position(|(_, _, c)| c == "OperatorRetry");
+            let paused_at = h.iter().position(|(s, _, _)| s == "PAUSED");
+            assert!(
+                matches!((paused_at, retry), (Some(p), Some(r)) if p < r),
+                "no OperatorRetry after PAUSED: {h:?}"
+            );
+
+            // Only PAUSED or FAILED sagas can be retried.
+            let (s, v) = send(app, reqwest::Method::POST, &format!("/sagas/{sid}/retry")).await;
+            assert_eq!(s, 409, "retry of an APPROVED saga: {v}");
+            assert_eq!(v["error"]["code"], "SAGA_NOT_RETRYABLE", "{v}");
+        })
+    })
+    .await;
+}
