@@ -28,7 +28,9 @@ pub async fn supervision(settings: Settings) -> anyhow::Result<()> {
     let settings = settings.with(serde_json::json!({"storage": {"data_dir": dir}}))?;
     println!("1. Starting durasaga on {}", dir.display());
     let rt = Runtime::start(settings).await?;
-    let customer = rt.create_customer("Fred".into(), money("15.00")?).await?;
+    let customer = rt
+        .create_customer("Fred".into(), money("15.00")?, None)
+        .await?;
     println!(
         "2. Created customer {} with a credit limit of 15.00",
         customer.id
@@ -38,7 +40,7 @@ pub async fn supervision(settings: Settings) -> anyhow::Result<()> {
         "3. Armed an injected fault: the next ReserveCredit handled by a CustomerActor panics"
     );
     let order = rt
-        .create_order(customer.id.clone(), money("12.34")?)
+        .create_order(customer.id.clone(), money("12.34")?, None)
         .await?;
     println!(
         "4. Created order {} for 12.34 (PENDING); its saga sends ReserveCredit …",

@@ -16,6 +16,7 @@
 //! - [`config`]: settings (defaults ← file ← environment ← flags).
 //! - [`serve`], [`demo`], [`loadgen`], [`harness`]: the binary's commands and
 //!   the child-process driver the demos, crash tests and load generator share.
+//! - [`check`]: offline invariant checker and view rebuild over a data dir.
 //! - [`fault`]: injected faults and named crash points (demos and tests).
 //! - [`metrics`]: the Prometheus recorder.
 //!
@@ -40,6 +41,7 @@
 #![recursion_limit = "512"]
 
 pub mod actors;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod domain;

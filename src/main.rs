@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every invariant of a stopped durasaga's data directory; exits non-zero on a violation.
+    Check {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Rebuild the order-history view from the order and customer event logs (service stopped).
+    RebuildView {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Narrated demonstrations.
     Demo {
         #[command(subcommand)]
@@ -184,6 +194,27 @@ fn main() -> anyhow::Result<()> {
                 wait_secs: wait,
             };
             rt.block_on(durasaga::loadgen::run(spec))
+        }
+        Command::Check { data_dir } => {
+            let r = durasaga::check::check(&data_dir)?;
+            println!(
+                "checked {} customers, {} orders, {} sagas, {} views",
+                r.customers, r.orders, r.sagas, r.views
+            );
+            for v in &r.violations {
+                println!("VIOLATION [{}] {}", v.invariant, v.detail);
+            }
+            if r.violations.is_empty() {
+                println!("0 violations");
+                Ok(())
+            } else {
+                anyhow::bail!("{} violations", r.violations.len())
+            }
+        }
+        Command::RebuildView { data_dir } => {
+            let n = durasaga::check::rebuild_view(&data_dir)?;
+            println!("rebuilt the order-history view of {n} customers");
+            Ok(())
         }
         Command::Demo { which } => {
             init_logging(&settings, cli.log_format);

@@ -31,14 +31,16 @@ const CUSTOMERS: usize = 20;
 /// Credit limit of every customer, in cents (50.00).
 const LIMIT_CENTS: i64 = 5_000;
 const CYCLES: usize = 4;
-/// Orders each cycle may fire; the kill usually comes before the last ones.
-const ORDERS_PER_CYCLE: usize = 500;
+/// Most orders one cycle may fire; the kill comes well before, once enough
+/// sagas are in flight.
+const ORDERS_PER_CYCLE: usize = 800;
 const CONCURRENCY: usize = 64;
 /// SIGKILL no earlier than this many POST /orders of the cycle answered ...
 const KILL_AFTER: usize = 100;
-/// ... and once this many orders are PENDING (probed with
-/// `GET /orders?state=PENDING`), on top of the POSTs still outstanding.
-const PENDING_TARGET: usize = 250;
+/// ... and once PENDING orders (probed with `GET /orders?state=PENDING`) plus
+/// POSTs still outstanding reach this many: 200 and a margin, as sagas keep
+/// settling while the probe and the kill are under way.
+const IN_FLIGHT_TARGET: usize = 260;
 /// Answers between two probes.
 const PROBE_EVERY: usize = 10;
 /// Sanity floor, checked afterwards from stored timestamps: each kill must
@@ -62,6 +64,8 @@ enum Outcome {
     /// Sent, but the answer was lost or was not a 201: the order may or may
     /// not exist.
     Unknown(String),
+    /// A 201 that does not describe the order asked for.
+    BadAnswer(String),
 }
 
 /// The order total of request `n` (counted over all cycles): 1.00–10.00.
@@ -104,19 +108,23 @@ fn kill9(server: &mut ChildServer) {
     });
 }
 
+/// Sorts out what a POST /orders came to. Runs in the client tasks, so it
+/// reports a wrong answer instead of panicking (a panic there would be lost).
 fn classify(r: anyhow::Result<Value>, customer: &str, total: i64) -> Outcome {
     match r {
         Ok(v) => match v["orderId"].as_str() {
-            Some(id) => {
-                assert_eq!(v["customerId"], customer, "POST /orders answer: {v}");
-                assert_eq!(cents(&v["orderTotal"]).ok(), Some(total), "answer: {v}");
+            Some(id)
+                if v["customerId"] == customer && cents(&v["orderTotal"]).ok() == Some(total) =>
+            {
                 Outcome::Acked {
                     id: id.to_owned(),
                     customer: customer.to_owned(),
                     total,
                 }
             }
-            None => Outcome::Unknown(format!("201 without orderId: {v}")),
+            _ => Outcome::BadAnswer(format!(
+                "asked {customer} {total}c, POST /orders answered 201 with {v}"
+            )),
         },
         Err(e) => match e.downcast_ref::<reqwest::Error>() {
             Some(re) if re.is_connect() => Outcome::NotSent,
@@ -137,7 +145,7 @@ struct CycleStats {
 
 /// One cycle: fire up to `ORDERS_PER_CYCLE` orders from `CONCURRENCY` tasks
 /// and SIGKILL the child once at least `KILL_AFTER` of them have been answered
-/// and `PENDING_TARGET` orders are PENDING.
+/// and about `IN_FLIGHT_TARGET` sagas are in flight.
 async fn fire_and_kill(
     server: &mut ChildServer,
     client: &Client,
@@ -145,7 +153,7 @@ async fn fire_and_kill(
     cycle: usize,
     acked: &mut HashMap<String, (String, i64)>,
     unknown_errors: &mut Vec<String>,
-    pre_kill_errors: &mut Vec<String>,
+    answer_errors: &mut Vec<String>,
 ) -> CycleStats {
     let next = Arc::new(AtomicUsize::new(0));
     // POST /orders sent and not yet answered.
@@ -197,8 +205,13 @@ async fn fire_and_kill(
                 let dup = acked.insert(id.clone(), (customer, total));
                 assert!(dup.is_none(), "two POST /orders were answered with id {id}");
             }
-            Outcome::NotSent if !killed => pre_kill_errors.push("connection refused".into()),
-            Outcome::Unknown(e) if !killed => pre_kill_errors.push(e),
+            Outcome::BadAnswer(e) => answer_errors.push(e),
+            Outcome::NotSent if !killed => {
+                answer_errors.push("POST /orders refused while the child was up".into())
+            }
+            Outcome::Unknown(e) if !killed => {
+                answer_errors.push(format!("POST /orders failed while the child was up: {e}"))
+            }
             Outcome::NotSent => stats.not_sent += 1,
             Outcome::Unknown(e) => {
                 stats.unknown += 1;
@@ -213,7 +226,7 @@ async fn fire_and_kill(
                 .await
                 .map(|v| v.len())
                 .unwrap_or(0);
-            if pending >= PENDING_TARGET || issued == ORDERS_PER_CYCLE {
+            if pending + in_http.load(SeqCst) >= IN_FLIGHT_TARGET || issued == ORDERS_PER_CYCLE {
                 stop.store(true, SeqCst);
                 stats.outstanding_at_kill = in_http.load(SeqCst);
                 stats.pending_at_probe = pending;
@@ -248,7 +261,7 @@ async fn orders_survive_repeated_kill9_mid_saga() {
 
     let mut acked: HashMap<String, (String, i64)> = HashMap::new();
     let mut unknown_errors = Vec::new();
-    let mut pre_kill_errors = Vec::new();
+    let mut answer_errors = Vec::new();
     let mut cycles = Vec::new();
     let mut customers = Arc::new(Vec::new());
 
@@ -279,7 +292,7 @@ async fn orders_survive_repeated_kill9_mid_saga() {
             cycle,
             &mut acked,
             &mut unknown_errors,
-            &mut pre_kill_errors,
+            &mut answer_errors,
         )
         .await;
         println!(
@@ -305,11 +318,7 @@ async fn orders_survive_repeated_kill9_mid_saga() {
         .expect("child ready after the last restart");
     let recovered_at = Instant::now();
     let mut failures: Vec<String> = Vec::new();
-    for e in &pre_kill_errors {
-        failures.push(format!(
-            "POST /orders failed while the child was healthy: {e}"
-        ));
-    }
+    failures.extend(answer_errors);
 
     // Nothing acknowledged was lost, and each ends in a terminal state.
     let acked_ids: Vec<String> = acked.keys().cloned().collect();

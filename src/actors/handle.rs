@@ -8,7 +8,9 @@
 //! pass the read barrier before they return).
 
 use super::entity::{ActorError, EntityMsg, Logic, ServiceCtx};
-use super::logic::{self, CustomerCmd, CustomerLogic, OrderCmd, OrderLogic, SagaCmd, SagaLogic};
+use super::logic::{
+    self, CustomerCmd, CustomerLogic, OrderCmd, OrderLogic, SagaCmd, SagaLogic, ViewLogic,
+};
 use super::relay::{Endpoint, Endpoints, Relay};
 use super::supervisor::{RootArgs, RootSupervisor, ServiceSupervisor, SpawnService};
 use super::watch::Watchers;
@@ -17,7 +19,11 @@ use crate::domain::{
     Customer, CustomerId, Money, Order, OrderError, OrderId, OrderState, RecordedEvent, SagaState,
     Service,
 };
-use crate::persistence::{OrderRecord, ServiceDb, Store, StoreError};
+use crate::domain::{CustomerHistory, Millis, SagaPhase};
+use crate::persistence::deadletters::DeadLetter;
+use crate::persistence::{
+    IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
+};
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -36,6 +42,8 @@ pub enum AppError {
     NotReady,
     #[error("storage is full: {0}")]
     NoSpace(String),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyMismatch,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -116,6 +124,7 @@ pub struct Runtime {
     pub customers: Arc<ServiceCtx<CustomerLogic>>,
     pub orders: Arc<ServiceCtx<OrderLogic>>,
     pub sagas: Arc<ServiceCtx<SagaLogic>>,
+    pub views: Arc<ServiceCtx<ViewLogic>>,
     watchers: Arc<Watchers>,
     ready: AtomicBool,
     root: ActorRef<super::supervisor::RootMsg>,
@@ -178,10 +187,17 @@ impl Runtime {
             Relay::start(Service::Saga, endpoints.clone()),
             settings.clone(),
         );
+        let views = ServiceCtx::new(
+            ViewLogic,
+            store.view.clone(),
+            Relay::start(Service::View, endpoints.clone()),
+            settings.clone(),
+        );
         let _ = endpoints.set(Endpoints {
             customer: Arc::new(Ep(customers.clone())),
             order: Arc::new(Ep(orders.clone())),
             saga: Arc::new(Ep(sagas.clone())),
+            view: Arc::new(Ep(views.clone())),
         });
         let sup = &settings.supervision;
         let args = RootArgs {
@@ -189,6 +205,7 @@ impl Runtime {
                 service_spawner("customer-supervisor", customers.clone()),
                 service_spawner("order-supervisor", orders.clone()),
                 service_spawner("saga-supervisor", sagas.clone()),
+                service_spawner("view-supervisor", views.clone()),
             ],
             window: Duration::from_millis(sup.window_ms),
             max_restarts: 3,
@@ -202,6 +219,7 @@ impl Runtime {
             customers,
             orders,
             sagas,
+            views,
             watchers,
             ready: AtomicBool::new(false),
             root,
@@ -209,6 +227,7 @@ impl Runtime {
             recovery: RecoveryReport::default(),
         };
         rt.recovery = rt.recover()?;
+        rt.spawn_idempotency_purge();
         crate::fault::crash_point("after_recovery");
         rt.ready.store(true, SeqCst);
         tracing::info!(report = ?rt.recovery, "recovery done; ready");
@@ -221,8 +240,38 @@ impl Runtime {
         recover_service(&self.customers, &mut r)?;
         recover_service(&self.orders, &mut r)?;
         recover_service(&self.sagas, &mut r)?;
+        recover_service(&self.views, &mut r)?;
         r.millis = started.elapsed().as_millis();
         Ok(r)
+    }
+
+    fn spawn_idempotency_purge(&self) {
+        let retention_ms = self
+            .settings
+            .idempotency
+            .retention_hours
+            .saturating_mul(3_600_000) as i64;
+        let every = Duration::from_millis((retention_ms as u64 / 10).clamp(1_000, 3_600_000));
+        let dbs = [self.store.customer.clone(), self.store.order.clone()];
+        tokio::spawn(async move {
+            loop {
+                let before = super::entity::now_millis() - retention_ms;
+                for db in &dbs {
+                    match db.idempotency_purge(before) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            db = db.name,
+                            purged = n,
+                            "expired idempotency keys removed"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(db = db.name, error = %e, "idempotency purge failed")
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     /// True once recovery is done (and until shutdown starts).
@@ -248,6 +297,7 @@ impl Runtime {
         self.root.stop(Some("shutdown".into()));
         let per = timeout / 3;
         self.sagas.stop_all(per).await;
+        self.views.stop_all(per).await;
         self.orders.stop_all(per).await;
         self.customers.stop_all(per).await;
         self.store.close()?;
@@ -294,9 +344,11 @@ impl Runtime {
         &self,
         name: String,
         credit_limit: Money,
+        idempotency_key: Option<&str>,
     ) -> Result<Customer, AppError> {
         self.check_ready()?;
-        let id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = format!("POST /customers {:?} {}", name, i64::from(credit_limit));
+        let id = entity_id_for(&self.store.customer, idempotency_key, fingerprint).await?;
         Self::call(
             &self.customers,
             &id,
@@ -354,6 +406,7 @@ impl Runtime {
         &self,
         customer_id: CustomerId,
         total: Money,
+        idempotency_key: Option<&str>,
     ) -> Result<OrderView, AppError> {
         self.check_ready()?;
         let max = self.settings.mailbox.max_depth as u64;
@@ -362,7 +415,8 @@ impl Runtime {
                 "customer {customer_id} has more than {max} messages queued"
             )));
         }
-        let id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = format!("POST /orders {customer_id} {}", i64::from(total));
+        let id = entity_id_for(&self.store.order, idempotency_key, fingerprint).await?;
         let rec = Self::call(&self.orders, &id, OrderCmd::Create { customer_id, total })
             .await?
             .map_err(order_error)?;
@@ -492,6 +546,114 @@ impl Runtime {
             })
     }
 
+    /// The order-history view of a customer (404 if the customer is unknown
+    /// to the view).
+    pub async fn order_history_view(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<CustomerHistory>, AppError> {
+        let rec = self.store.view.get::<CustomerHistory>(customer_id)?;
+        self.store
+            .view
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
+        Ok(rec.and_then(|r| r.state).filter(|v| v.name.is_some()))
+    }
+
+    /// A page of sagas, optionally only those in `phase` and last updated
+    /// before `updated_before` (to find stuck, paused and failed sagas).
+    pub async fn list_sagas(
+        &self,
+        phase: Option<SagaPhase>,
+        updated_before: Option<Millis>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<SagaState>, Option<String>), AppError> {
+        let mut out = Vec::new();
+        for item in self.store.saga.scan::<SagaState>(after) {
+            let (_, rec) = item?;
+            let Some(s) = rec.state else { continue };
+            if phase.is_some_and(|p| p != s.phase)
+                || updated_before.is_some_and(|t| s.updated_at >= t)
+            {
+                continue;
+            }
+            out.push(s);
+            if out.len() > limit {
+                break;
+            }
+        }
+        self.store
+            .saga
+            .flusher
+            .read_barrier()
+            .await
+            .map_err(StoreError::from)?;
+        Ok(page(out, limit, |s| s.id.to_string()))
+    }
+
+    fn service_dbs(&self) -> [(Service, &ServiceDb); 4] {
+        [
+            (Service::Customer, &self.store.customer),
+            (Service::Order, &self.store.order),
+            (Service::Saga, &self.store.saga),
+            (Service::View, &self.store.view),
+        ]
+    }
+
+    /// A page of dead letters of every service, in id order.
+    pub async fn list_deadletters(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<(Service, DeadLetter)>, Option<String>), AppError> {
+        let mut all = Vec::new();
+        for (svc, db) in self.service_dbs() {
+            all.extend(
+                db.deadletter_list(after, limit + 1)?
+                    .into_iter()
+                    .map(|d| (svc, d)),
+            );
+        }
+        all.sort_by_key(|(_, d)| d.id);
+        Ok(page(all, limit, |(_, d)| format!("{:032x}", d.id)))
+    }
+
+    /// Puts a dead letter back into its entity's inbox (as a new message, so
+    /// the entity's dedup window does not drop it) and wakes the entity.
+    pub async fn redeliver_deadletter(&self, id: u128) -> Result<(Service, DeadLetter), AppError> {
+        self.check_ready()?;
+        for (svc, db) in self.service_dbs() {
+            let Some(dl) = db.deadletter_take(id)? else {
+                continue;
+            };
+            let Some(mut env) = dl.envelope.clone() else {
+                // Nothing to redeliver: the entry could not be decoded. Keep it visible.
+                db.deadletter_put(&dl)?;
+                return Err(AppError::Conflict {
+                    code: "DEAD_LETTER_UNDECODABLE",
+                    message: "this dead letter has no decodable envelope to redeliver".into(),
+                });
+            };
+            env.id = super::entity::new_envelope_id();
+            let (_, ticket) = db.inbox_append(&env)?;
+            db.durable(ticket).await?;
+            let entity = dl.entity.clone();
+            let sent = match svc {
+                Service::Customer => self.customers.send(&entity, EntityMsg::Wake, true),
+                Service::Order => self.orders.send(&entity, EntityMsg::Wake, true),
+                Service::Saga => self.sagas.send(&entity, EntityMsg::Wake, true),
+                Service::View => self.views.send(&entity, EntityMsg::Wake, true),
+            };
+            sent?;
+            tracing::info!(service = svc.name(), entity, kind = %env.kind, "dead letter redelivered");
+            return Ok((svc, dl));
+        }
+        Err(AppError::NotFound("dead letter"))
+    }
+
     /// Live entity actors per service (customer, order, saga).
     pub fn active_actors(&self) -> (usize, usize, usize) {
         (
@@ -499,6 +661,30 @@ impl Runtime {
             self.orders.active(),
             self.sagas.active(),
         )
+    }
+}
+
+/// The id of the entity a request creates: fresh without a key; with a key,
+/// the id bound to it by its first use (same request) or a 422 (another one).
+async fn entity_id_for(
+    db: &ServiceDb,
+    key: Option<&str>,
+    fingerprint: String,
+) -> Result<String, AppError> {
+    let fresh = uuid::Uuid::now_v7().simple().to_string();
+    let Some(key) = key else { return Ok(fresh) };
+    let rec = IdempotencyRecord {
+        fingerprint,
+        entity_id: fresh,
+        created_at: super::entity::now_millis(),
+    };
+    match db.idempotency_reserve(key, &rec)? {
+        Reservation::Reserved(ticket) => {
+            db.durable(ticket).await?;
+            Ok(rec.entity_id)
+        }
+        Reservation::Existing(old) if old.fingerprint == rec.fingerprint => Ok(old.entity_id),
+        Reservation::Existing(_) => Err(AppError::IdempotencyMismatch),
     }
 }
 

@@ -6,8 +6,9 @@ use super::watch::Watchers;
 use crate::domain::order::{self, OrderCommand, OrderError};
 use crate::domain::saga::{self, SagaInput, SagaState, Transition};
 use crate::domain::{
-    customer, Address, Customer, CustomerCommand, CustomerId, CustomerReply, Envelope, Millis,
-    Money, Order, OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy, Service,
+    customer, Address, Customer, CustomerCommand, CustomerHistory, CustomerId, CustomerReply,
+    Envelope, Millis, Money, Order, OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy,
+    Service,
 };
 use crate::persistence::OrderRecord;
 use std::sync::Arc;
@@ -78,11 +79,26 @@ impl Logic for CustomerLogic {
     ) -> Self::Reply {
         match cmd {
             CustomerCmd::Create { name, credit_limit } => {
-                if state.is_some() {
+                if let Some(c) = state.as_ref() {
+                    // The same creation again (an idempotent retry) answers what exists.
+                    if c.name == name && c.credit_limit == credit_limit {
+                        return Ok(c.clone());
+                    }
                     return Err("customer already exists".into());
                 }
                 let cid = CustomerId::parse(id).map_err(|e| e.to_string())?;
-                let c = Customer::new(cid, name, credit_limit, cx.now);
+                let c = Customer::new(cid.clone(), name.clone(), credit_limit, cx.now);
+                cx.send(
+                    Address::view(&cid),
+                    Payload::CustomerRegistered {
+                        customer_id: cid.clone(),
+                        name,
+                        credit_limit,
+                    },
+                    id,
+                    None,
+                    1,
+                );
                 *state = Some(c.clone());
                 Ok(c)
             }
@@ -123,6 +139,30 @@ pub fn fold(rec: &OrderRecord) -> Option<Order> {
     Order::fold(&rec.id, &rec.events)
 }
 
+/// The view event describing an order as of its latest event.
+pub fn order_changed(rec: &OrderRecord) -> Option<Payload> {
+    let o = fold(rec)?;
+    Some(Payload::OrderChanged {
+        order_id: o.id,
+        customer_id: o.customer_id,
+        total: o.total,
+        state: o.state,
+        reason: o.rejection_reason,
+        seq: rec.events.len() as u64,
+    })
+}
+
+/// Tells the customer's order-history view about the order's new state.
+fn publish(cx: &mut Cx, rec: &OrderRecord) {
+    if let Some(p @ Payload::OrderChanged { .. }) = order_changed(rec) {
+        let Payload::OrderChanged { customer_id, .. } = &p else {
+            return;
+        };
+        let to = Address::view(customer_id);
+        cx.send(to, p.clone(), &rec.saga_id, None, 1);
+    }
+}
+
 impl Logic for OrderLogic {
     type State = OrderRecord;
     type Command = OrderCmd;
@@ -148,7 +188,10 @@ impl Logic for OrderLogic {
         let current = state.as_ref().and_then(fold);
         let reply = match (order::decide(current.as_ref(), &cmd), state.as_mut()) {
             (Ok(events), Some(rec)) => {
-                record_events(rec, events, cx.now);
+                if !events.is_empty() {
+                    record_events(rec, events, cx.now);
+                    publish(cx, rec);
+                }
                 match cmd {
                     OrderCommand::Approve => Payload::OrderApproved { order_id },
                     OrderCommand::Reject { reason } => Payload::OrderRejected { order_id, reason },
@@ -200,6 +243,7 @@ impl Logic for OrderLogic {
                     cancel_requested: false,
                 };
                 record_events(&mut rec, events, cx.now);
+                publish(cx, &rec);
                 cx.send(
                     Address::saga(&saga_id),
                     Payload::StartCreateOrder {
@@ -376,4 +420,39 @@ impl Logic for SagaLogic {
             .filter(|s| s.phase.is_active())
             .and_then(|s| s.deadline)
     }
+}
+
+// ------------------------------------------------------------------- views
+
+/// The order-history view of one customer (the CQRS projector). Its inbox
+/// cursor is the projector's durable checkpoint.
+pub struct ViewLogic;
+
+impl Logic for ViewLogic {
+    type State = CustomerHistory;
+    type Command = ();
+    type Reply = ();
+    const SERVICE: Service = Service::View;
+
+    fn on_envelope(
+        &self,
+        _cx: &mut Cx,
+        id: &str,
+        state: &mut Option<CustomerHistory>,
+        env: &Envelope,
+    ) {
+        if state.is_none() {
+            let Ok(cid) = CustomerId::parse(id) else {
+                return;
+            };
+            *state = Some(CustomerHistory::new(cid));
+        }
+        if let Some(v) = state.as_mut() {
+            v.apply(&env.payload);
+        }
+        let lag = (crate::actors::entity::now_millis() - env.sent_at).max(0) as f64 / 1000.0;
+        metrics::histogram!("durasaga_view_lag_seconds").record(lag);
+    }
+
+    fn on_command(&self, _cx: &mut Cx, _id: &str, _state: &mut Option<CustomerHistory>, _cmd: ()) {}
 }

@@ -12,4 +12,5 @@ pub mod relay;
 pub mod supervisor;
 pub mod watch;
 
+pub use crate::persistence::deadletters::DeadLetter as DeadLetterView;
 pub use handle::{AppError, OrderFilter, OrderView, RecoveryReport, Runtime};

@@ -35,6 +35,7 @@ pub struct Endpoints {
     pub customer: Arc<dyn Endpoint>,
     pub order: Arc<dyn Endpoint>,
     pub saga: Arc<dyn Endpoint>,
+    pub view: Arc<dyn Endpoint>,
 }
 
 impl Endpoints {
@@ -43,6 +44,7 @@ impl Endpoints {
             Service::Customer => &self.customer,
             Service::Order => &self.order,
             Service::Saga => &self.saga,
+            Service::View => &self.view,
         }
     }
 }

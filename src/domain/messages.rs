@@ -7,6 +7,7 @@
 
 use super::ids::{CustomerId, OrderId, SagaId};
 use super::money::Money;
+use super::order::OrderState;
 use super::Millis;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,8 @@ pub enum Service {
     Customer,
     Order,
     Saga,
+    /// The order-history read model (CQRS); fed by Order and Customer events.
+    View,
 }
 
 impl Service {
@@ -28,6 +31,7 @@ impl Service {
             Service::Customer => "customer",
             Service::Order => "order",
             Service::Saga => "saga",
+            Service::View => "view",
         }
     }
 }
@@ -56,6 +60,13 @@ impl Address {
         Self {
             service: Service::Saga,
             entity: id.as_str().to_owned(),
+        }
+    }
+    /// The order-history view of a customer.
+    pub fn view(customer: &CustomerId) -> Self {
+        Self {
+            service: Service::View,
+            entity: customer.as_str().to_owned(),
         }
     }
 }
@@ -146,6 +157,22 @@ pub enum Payload {
         order_id: OrderId,
         customer_id: CustomerId,
     },
+    // --- events for the order-history view ---------------------------------
+    /// A customer was created.
+    CustomerRegistered {
+        customer_id: CustomerId,
+        name: String,
+        credit_limit: Money,
+    },
+    /// An order's state after its event `seq` (the fold up to there).
+    OrderChanged {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        total: Money,
+        state: OrderState,
+        reason: Option<RejectionReason>,
+        seq: u64,
+    },
 }
 
 impl Payload {
@@ -167,6 +194,8 @@ impl Payload {
             Payload::OrderCommandRefused { .. } => "OrderCommandRefused",
             Payload::StartCreateOrder { .. } => "StartCreateOrder",
             Payload::StartCancelOrder { .. } => "StartCancelOrder",
+            Payload::CustomerRegistered { .. } => "CustomerRegistered",
+            Payload::OrderChanged { .. } => "OrderChanged",
         }
     }
 }

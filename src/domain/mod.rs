@@ -11,6 +11,7 @@ pub mod messages;
 pub mod money;
 pub mod order;
 pub mod saga;
+pub mod view;
 
 pub use customer::{Customer, CustomerCommand, CustomerReply, Reservation};
 pub use ids::{CustomerId, IdError, OrderId, SagaId};
@@ -20,6 +21,7 @@ pub use order::{Order, OrderCommand, OrderError, OrderEvent, OrderState, Recorde
 pub use saga::{
     ExhaustedPolicy, Outgoing, SagaInput, SagaKind, SagaPhase, SagaPolicy, SagaState, Transition,
 };
+pub use view::{CustomerHistory, OrderSummary};
 
 /// Milliseconds since the Unix epoch. The only notion of time the domain knows;
 /// callers pass it in.

@@ -434,6 +434,8 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
 
 fn p_order(p: &Payload) -> Option<&OrderId> {
     match p {
+        Payload::CustomerRegistered { .. } => None,
+        Payload::OrderChanged { order_id, .. } => Some(order_id),
         Payload::ReserveCredit { order_id, .. }
         | Payload::ReleaseCredit { order_id, .. }
         | Payload::CreditReserved { order_id }

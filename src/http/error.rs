@@ -187,6 +187,7 @@ impl From<AppError> for ApiError {
                 retry_after: 1,
             },
             AppError::NotReady => ApiError::NotReady,
+            AppError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
             AppError::NoSpace(m) => ApiError::NoSpace(m),
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answered with 500");

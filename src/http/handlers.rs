@@ -122,6 +122,23 @@ fn prefer_wait(req: &Request, max: u64) -> Result<Option<Duration>, ApiError> {
     Ok(None)
 }
 
+/// The `Idempotency-Key` header: 1–200 visible ASCII characters.
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| ApiError::bad("INVALID_HEADER", "Idempotency-Key must be visible ASCII"))?;
+    if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad(
+            "INVALID_HEADER",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
+        ));
+    }
+    Ok(Some(k.to_owned()))
+}
+
 fn path_id(s: &str, what: &'static str) -> Result<String, ApiError> {
     crate::domain::OrderId::parse(s)
         .map(|id| id.to_string())
@@ -173,7 +190,10 @@ pub async fn ready(rt: &Runtime) -> Result<Response, ApiError> {
 /// `POST /customers`
 pub async fn create_customer(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
     let new = NewCustomer::try_from(parse_body::<CreateCustomerDto>(req)?)?;
-    let c = rt.create_customer(new.name, new.credit_limit).await?;
+    let key = idempotency_key(req)?;
+    let c = rt
+        .create_customer(new.name, new.credit_limit, key.as_deref())
+        .await?;
     let mut body = dto::customer(&c);
     body["customerId"] = Value::String(c.id.to_string());
     Ok(created(format!("/customers/{}", c.id), &body))
@@ -209,7 +229,10 @@ pub async fn get_customer(rt: &Runtime, req: &Request, id: &str) -> Result<Respo
 pub async fn create_order(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
     let wait = prefer_wait(req, rt.settings.http.max_wait_seconds)?;
     let new = NewOrder::try_from(parse_body::<CreateOrderDto>(req)?)?;
-    let mut view = rt.create_order(new.customer_id, new.total).await?;
+    let key = idempotency_key(req)?;
+    let mut view = rt
+        .create_order(new.customer_id, new.total, key.as_deref())
+        .await?;
     if let Some(w) = wait {
         let id = view.order.id.to_string();
         if let Some(v) = rt
@@ -363,4 +386,142 @@ pub async fn metrics(rt: &Runtime) -> Result<Response, ApiError> {
 /// `GET /openapi.json`
 pub async fn openapi() -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &super::openapi::document()))
+}
+
+// ------------------------------------------------------------------- views
+
+/// `GET /customers/{id}/orderhistory`
+pub async fn order_history_view(
+    rt: &Runtime,
+    req: &Request,
+    id: &str,
+) -> Result<Response, ApiError> {
+    query(req, &[])?;
+    let id = path_id(id, "customer")?;
+    let v = rt
+        .order_history_view(&id)
+        .await?
+        .ok_or_else(|| not_found("customer"))?;
+    let orders: Vec<Value> = v
+        .orders
+        .iter()
+        .map(|(oid, o)| {
+            json!({
+                "orderId": oid.as_str(),
+                "orderState": o.state.as_str(),
+                "orderTotal": dto::money(o.total),
+                "rejectionReason": o.reason.map(|r| r.as_str()),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "customerId": v.customer_id.as_str(),
+            "name": v.name,
+            "creditLimit": v.credit_limit.map(dto::money),
+            "orders": orders,
+        }),
+    ))
+}
+
+// ------------------------------------------------------------------- admin
+
+/// `GET /sagas?state&olderThan&limit&after`
+pub async fn list_sagas(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
+    let q = query(req, &["state", "olderThan", "limit", "after"])?;
+    let phase = match q.get("state") {
+        None => None,
+        Some(s) => Some(crate::domain::SagaPhase::parse(s).ok_or_else(|| {
+            ApiError::bad(
+                "INVALID_QUERY",
+                "state must be one of RESERVING_CREDIT, RELEASING_CREDIT, APPROVING_ORDER, REJECTING_ORDER, \
+                 CANCELLING_ORDER, PAUSED, APPROVED, REJECTED, CANCELLED, FAILED",
+            )
+        })?),
+    };
+    let before = match q.get("olderThan") {
+        None => None,
+        Some(s) => Some(older_than(s)?),
+    };
+    let (items, next) = rt
+        .list_sagas(
+            phase,
+            before,
+            q.get("after").map(String::as_str),
+            limit(&q)?,
+        )
+        .await?;
+    Ok(list("sagas", items.iter().map(dto::saga).collect(), next))
+}
+
+/// `olderThan`: an RFC 3339 time, or an age in seconds (`300`, `300s`).
+fn older_than(s: &str) -> Result<crate::domain::Millis, ApiError> {
+    if let Some(t) = dto::parse_time(s) {
+        return Ok(t);
+    }
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .ok()
+        .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| {
+            ApiError::bad(
+                "INVALID_QUERY",
+                "olderThan must be an RFC 3339 time or a number of seconds",
+            )
+        })?;
+    Ok(crate::actors::entity::now_millis() - (secs * 1000.0) as i64)
+}
+
+fn deadletter_json(svc: crate::domain::Service, d: &crate::actors::DeadLetterView) -> Value {
+    json!({
+        "id": format!("{:032x}", d.id),
+        "service": svc.name(),
+        "entity": d.entity,
+        "kind": d.envelope.as_ref().map(|e| e.kind.clone()),
+        "sagaId": d.envelope.as_ref().map(|e| e.correlation.clone()),
+        "error": d.error,
+        "attempts": d.attempts,
+        "at": dto::time(d.at),
+    })
+}
+
+fn deadletter_id(s: &str) -> Result<u128, ApiError> {
+    u128::from_str_radix(s, 16).map_err(|_| ApiError::NotFound {
+        code: "DEAD_LETTER_NOT_FOUND",
+        message: "dead letter not found".into(),
+    })
+}
+
+/// `GET /deadletters?limit&after`
+pub async fn list_deadletters(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
+    let q = query(req, &["limit", "after"])?;
+    let after = match q.get("after") {
+        None => None,
+        Some(a) => Some(
+            u128::from_str_radix(a, 16)
+                .map_err(|_| ApiError::bad("INVALID_QUERY", "after is not a cursor"))?,
+        ),
+    };
+    let (items, next) = rt.list_deadletters(after, limit(&q)?).await?;
+    Ok(list(
+        "deadletters",
+        items.iter().map(|(s, d)| deadletter_json(*s, d)).collect(),
+        next,
+    ))
+}
+
+/// `POST /deadletters/{id}/redeliver`
+pub async fn redeliver_deadletter(
+    rt: &Runtime,
+    req: &Request,
+    id: &str,
+) -> Result<Response, ApiError> {
+    query(req, &[])?;
+    let (svc, d) = rt.redeliver_deadletter(deadletter_id(id)?).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"redelivered": deadletter_json(svc, &d)}),
+    ))
 }

@@ -113,6 +113,10 @@ fn route_name(req: &Request) -> &'static str {
         ["health", "ready"] => "/health/ready",
         ["customers"] => "/customers",
         ["customers", _] => "/customers/{id}",
+        ["customers", _, "orderhistory"] => "/customers/{id}/orderhistory",
+        ["sagas"] => "/sagas",
+        ["deadletters"] => "/deadletters",
+        ["deadletters", _, "redeliver"] => "/deadletters/{id}/redeliver",
         ["orders"] => "/orders",
         ["orders", _] => "/orders/{id}",
         ["orders", _, "history"] => "/orders/{id}/history",
@@ -160,6 +164,10 @@ async fn dispatch(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
         ["customers"] if post => h::create_customer(rt, req).await,
         ["customers"] if get => h::list_customers(rt, req).await,
         ["customers", id] if get => h::get_customer(rt, req, id).await,
+        ["customers", id, "orderhistory"] if get => h::order_history_view(rt, req, id).await,
+        ["sagas"] if get => h::list_sagas(rt, req).await,
+        ["deadletters"] if get => h::list_deadletters(rt, req).await,
+        ["deadletters", id, "redeliver"] if post => h::redeliver_deadletter(rt, req, id).await,
         ["orders"] if post => h::create_order(rt, req).await,
         ["orders"] if get => h::list_orders(rt, req).await,
         ["orders", id] if get => h::get_order(rt, req, id).await,
@@ -170,7 +178,13 @@ async fn dispatch(rt: &Runtime, req: &Request) -> Result<Response, ApiError> {
         ["metrics"] if get => h::metrics(rt).await,
         ["openapi.json"] if get => h::openapi().await,
         // The routes exist, but not with this method.
-        ["health", "live" | "ready"] | ["metrics"] | ["openapi.json"] => not_allowed("GET"),
+        ["health", "live" | "ready"]
+        | ["metrics"]
+        | ["openapi.json"]
+        | ["sagas"]
+        | ["deadletters"] => not_allowed("GET"),
+        ["customers", _, "orderhistory"] => not_allowed("GET"),
+        ["deadletters", _, "redeliver"] => not_allowed("POST"),
         ["customers"] | ["orders"] => not_allowed("GET, POST"),
         ["customers", _] | ["orders", _] | ["orders", _, "history"] | ["sagas", _] => {
             not_allowed("GET")

@@ -50,7 +50,7 @@ pub fn document() -> Value {
     orders_list_params
         .push(json!({"name": "customerId", "in": "query", "schema": {"type": "string"}}));
     orders_list_params.push(json!({"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/OrderState"}}));
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {"title": "durasaga", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Customers & Orders with a CreateOrder saga that survives kill -9."},
@@ -126,5 +126,57 @@ pub fn document() -> Value {
                             "attempt": {"type": "integer"}, "cause": {"type": "string"}}}}}}
             }
         }
-    })
+    });
+    add_admin_paths(&mut doc, r);
+    doc
+}
+
+fn idempotency_key() -> Value {
+    json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+           "description": "the same key with the same request answers the same entity; with another request, 422"})
+}
+
+fn add_admin_paths(doc: &mut Value, r: impl Fn(Vec<(&str, Value)>) -> Value) {
+    let paths = &mut doc["paths"];
+    for (path, method) in [("/customers", "post"), ("/orders", "post")] {
+        if let Some(params) = paths[path][method]["parameters"].as_array_mut() {
+            params.push(idempotency_key());
+        } else {
+            paths[path][method]["parameters"] = json!([idempotency_key()]);
+        }
+        paths[path][method]["responses"]["422"] =
+            err("Idempotency-Key reused with another request");
+    }
+    let mut saga_params = page_params();
+    saga_params.push(json!({"name": "state", "in": "query", "schema": {"type": "string"}}));
+    saga_params.push(
+        json!({"name": "olderThan", "in": "query", "schema": {"type": "string"},
+        "description": "an RFC 3339 time or an age in seconds: only sagas last updated before it"}),
+    );
+    paths["/sagas"] = json!({"get": {"summary": "list sagas (find stuck, paused and failed ones)", "parameters": saga_params,
+        "responses": r(vec![("200", ok("a page", "SagaPage")), ("400", err("bad query"))])}});
+    paths["/customers/{customerId}/orderhistory"] = json!({"get": {"summary": "the customer's order history (CQRS view)",
+        "parameters": [id_param("customerId")],
+        "responses": r(vec![("200", ok("the view", "OrderHistoryView")), ("400", err("bad query")), ("404", err("no such customer"))])}});
+    paths["/deadletters"] = json!({"get": {"summary": "messages set aside after failing too often", "parameters": page_params(),
+        "responses": r(vec![("200", ok("a page", "DeadLetterPage")), ("400", err("bad query"))])}});
+    paths["/deadletters/{id}/redeliver"] = json!({"post": {"summary": "put a dead letter back into its entity's inbox",
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": r(vec![("200", ok("redelivered", "Redelivered")), ("400", err("bad query")), ("404", err("no such dead letter")), ("409", err("nothing to redeliver"))])}});
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["SagaPage"] = json!({"type": "object", "required": ["sagas"], "properties": {
+        "sagas": {"type": "array", "items": {"$ref": "#/components/schemas/Saga"}}, "next": {"type": "string"}}});
+    schemas["OrderHistoryView"] = json!({"type": "object", "required": ["customerId", "name", "creditLimit", "orders"], "properties": {
+        "customerId": {"type": "string"}, "name": {"type": "string"}, "creditLimit": {"$ref": "#/components/schemas/Money"},
+        "orders": {"type": "array", "items": {"type": "object", "required": ["orderId", "orderState", "orderTotal", "rejectionReason"], "properties": {
+            "orderId": {"type": "string"}, "orderState": {"$ref": "#/components/schemas/OrderState"},
+            "orderTotal": {"$ref": "#/components/schemas/Money"}, "rejectionReason": {"type": "string", "nullable": true}}}}}});
+    let dl = json!({"type": "object", "required": ["id", "service", "entity", "error", "attempts", "at"], "properties": {
+        "id": {"type": "string"}, "service": {"type": "string"}, "entity": {"type": "string"},
+        "kind": {"type": "string", "nullable": true}, "sagaId": {"type": "string", "nullable": true},
+        "error": {"type": "string"}, "attempts": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}}});
+    schemas["DeadLetterPage"] = json!({"type": "object", "required": ["deadletters"], "properties": {
+        "deadletters": {"type": "array", "items": dl.clone()}, "next": {"type": "string"}}});
+    schemas["Redelivered"] =
+        json!({"type": "object", "required": ["redelivered"], "properties": {"redelivered": dl}});
 }

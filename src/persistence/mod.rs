@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod deadletters;
 pub mod flusher;
+pub mod idempotency;
 pub mod inbox;
 pub mod keys;
 pub mod records;
@@ -22,5 +23,6 @@ pub mod store;
 
 pub use codec::CodecError;
 pub use flusher::{Durability, Flusher, Ticket};
+pub use idempotency::{IdempotencyRecord, Reservation};
 pub use records::{EntityRecord, OrderRecord, SEEN_WINDOW};
 pub use store::{ServiceDb, Store, StoreError};

@@ -197,6 +197,7 @@ impl Store {
             Service::Customer => &self.customer,
             Service::Order => &self.order,
             Service::Saga => &self.saga,
+            Service::View => &self.view,
         }
     }
 
