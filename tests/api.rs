@@ -173,10 +173,9 @@ fn check_error_shape(what: &str, v: &Value, code: Option<&str>) -> Result<(), St
         .and_then(Value::as_str)
         .filter(|c| !c.is_empty())
         .ok_or_else(|| format!("{what}: no error.code in {v}"))?;
-    if !e
-        .get("message")
+    if e.get("message")
         .and_then(Value::as_str)
-        .is_some_and(|m| !m.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err(format!("{what}: no error.message in {v}"));
     }
@@ -204,26 +203,26 @@ fn assert_error_shape(what: &str, v: &Value, code: Option<&str>) {
 async fn orders_are_approved_or_rejected_against_the_credit_limit() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(&app, "Fred", "15.00").await;
+            let cid = create_customer(app, "Fred", "15.00").await;
 
-            let approved = post_order(&app, json!(cid), json!("12.34")).await;
+            let approved = post_order(app, json!(cid), json!("12.34")).await;
             assert_eq!(approved["orderState"], "APPROVED", "{approved}");
             assert_eq!(approved["rejectionReason"], Value::Null);
             assert_eq!(approved["customerId"], cid.as_str());
             assert_eq!(approved["orderTotal"]["amount"], "12.34");
             let oid = approved["orderId"].as_str().unwrap().to_owned();
 
-            let too_big = post_order(&app, json!(cid), json!("123.40")).await;
+            let too_big = post_order(app, json!(cid), json!("123.40")).await;
             assert_eq!(too_big["orderState"], "REJECTED", "{too_big}");
             assert_eq!(too_big["rejectionReason"], "INSUFFICIENT_CREDIT");
 
             // An integer customer id that names no customer.
-            let unknown = post_order(&app, json!(9223372036854775807i64), json!("1.00")).await;
+            let unknown = post_order(app, json!(9223372036854775807i64), json!("1.00")).await;
             assert_eq!(unknown["customerId"], "9223372036854775807");
             assert_eq!(unknown["orderState"], "REJECTED", "{unknown}");
             assert_eq!(unknown["rejectionReason"], "UNKNOWN_CUSTOMER");
 
-            let (s, c) = get(&app, &format!("/customers/{cid}")).await;
+            let (s, c) = get(app, &format!("/customers/{cid}")).await;
             assert_eq!(s, StatusCode::OK);
             assert_eq!(c["customerId"], cid.as_str());
             assert_eq!(c["name"], "Fred");
@@ -231,7 +230,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
             assert_eq!(c["availableCredit"]["amount"], "2.66");
 
             // GET /orders/{id} agrees with the answer of POST /orders.
-            let (s, o) = get(&app, &format!("/orders/{oid}")).await;
+            let (s, o) = get(app, &format!("/orders/{oid}")).await;
             assert_eq!(s, StatusCode::OK);
             for k in [
                 "orderId",
@@ -246,7 +245,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
 
             // The saga ends just after the order does.
             let saga_id = o["sagaId"].as_str().expect("sagaId").to_owned();
-            let saga = saga_until(&app, &saga_id, is_terminal_saga).await;
+            let saga = saga_until(app, &saga_id, is_terminal_saga).await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             assert_eq!(saga["orderId"], oid.as_str());
             assert_eq!(saga["customerId"], cid.as_str());
@@ -258,13 +257,13 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
             // The rejected sagas end REJECTED with their reason.
             for o in [&too_big, &unknown] {
                 let sid = o["sagaId"].as_str().unwrap();
-                let s = saga_until(&app, sid, is_terminal_saga).await;
+                let s = saga_until(app, sid, is_terminal_saga).await;
                 assert_eq!(s["state"], "REJECTED", "{s}");
                 assert_eq!(s["rejectionReason"], o["rejectionReason"], "{s}");
             }
 
             // The event history: OrderCreated, then OrderApproved, seq increasing.
-            let (s, h) = get(&app, &format!("/orders/{oid}/history")).await;
+            let (s, h) = get(app, &format!("/orders/{oid}/history")).await;
             assert_eq!(s, StatusCode::OK, "{h}");
             assert_eq!(h["orderId"], oid.as_str());
             let events = h["events"].as_array().expect("events");
@@ -277,12 +276,12 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
             assert_eq!(events[0]["data"]["customerId"], cid.as_str(), "{h}");
 
             // Items of GET /orders have the same shape as GET /orders/{id}.
-            let (s, list) = get(&app, &format!("/orders?customerId={cid}&state=APPROVED")).await;
+            let (s, list) = get(app, &format!("/orders?customerId={cid}&state=APPROVED")).await;
             assert_eq!(s, StatusCode::OK, "{list}");
             let items = list["orders"].as_array().expect("orders");
             assert_eq!(items.len(), 1, "{list}");
             assert_eq!(items[0], o, "list item differs from GET /orders/{{id}}");
-            let (_, all) = get(&app, "/orders").await;
+            let (_, all) = get(app, "/orders").await;
             assert_eq!(all["orders"].as_array().map(Vec::len), Some(3), "{all}");
             assert!(all.get("next").is_none(), "{all}");
         })
@@ -294,7 +293,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
 async fn concurrent_orders_never_overdraw_the_credit_limit() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(&app, "Busy", "50.00").await;
+            let cid = create_customer(app, "Busy", "50.00").await;
 
             let posts = (0..100).map(|_| {
                 let client = app.client.clone();
@@ -307,7 +306,7 @@ async fn concurrent_orders_never_overdraw_the_credit_limit() {
             for o in created {
                 let o = o.expect("POST /orders");
                 let o = if o["orderState"] == "PENDING" {
-                    settled_order(&app, o["orderId"].as_str().unwrap()).await
+                    settled_order(app, o["orderId"].as_str().unwrap()).await
                 } else {
                     o
                 };
@@ -321,7 +320,7 @@ async fn concurrent_orders_never_overdraw_the_credit_limit() {
                 }
             }
             assert_eq!((approved, rejected), (50, 50));
-            assert_eq!(available(&app, &cid).await, "0.00");
+            assert_eq!(available(app, &cid).await, "0.00");
             let bad = durasaga::harness::credit_violations(&app.client, std::slice::from_ref(&cid))
                 .await
                 .expect("credit check");
@@ -336,7 +335,7 @@ async fn amounts_may_be_json_numbers() {
     with_app(json!({}), |app| {
         Box::pin(async move {
             let (s, h, v) = send(
-                &app,
+                app,
                 Method::POST,
                 "/customers",
                 Some(json!({"name": "Numbers", "creditLimit": {"amount": 100}})),
@@ -352,10 +351,10 @@ async fn amounts_may_be_json_numbers() {
             let c = app.client.get_customer(&cid).await.unwrap();
             assert_eq!(c["creditLimit"]["amount"], "100.00");
 
-            let o = post_order(&app, json!(cid), json!(12.5)).await;
+            let o = post_order(app, json!(cid), json!(12.5)).await;
             assert_eq!(o["orderTotal"]["amount"], "12.50", "{o}");
             assert_eq!(o["orderState"], "APPROVED", "{o}");
-            assert_eq!(available(&app, &cid).await, "87.50");
+            assert_eq!(available(app, &cid).await, "87.50");
         })
     })
     .await;
@@ -423,9 +422,9 @@ impl Bad {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_status_and_change_nothing() {
     with_app(json!({}), |app| { Box::pin(async move {
-    let cid = create_customer(&app, "Existing", "100.00").await;
-    let (_, customers_before) = get(&app, "/customers").await;
-    let (_, orders_before) = get(&app, "/orders").await;
+    let cid = create_customer(app, "Existing", "100.00").await;
+    let (_, customers_before) = get(app, "/customers").await;
+    let (_, orders_before) = get(app, "/orders").await;
     let cust =
         |name: Value, amount: Value| json!({"name": name, "creditLimit": {"amount": amount}});
     let order = |amount: Value| json!({"customerId": cid, "orderTotal": {"amount": amount}});
@@ -594,7 +593,7 @@ async fn bad_requests_get_their_status_and_change_nothing() {
         let mut req = app
             .client
             .http
-            .request(case.method.clone(), url(&app, &case.path));
+            .request(case.method.clone(), url(app, &case.path));
         if let Some(ct) = case.content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
@@ -643,8 +642,8 @@ async fn bad_requests_get_their_status_and_change_nothing() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    let (_, customers_after) = get(&app, "/customers").await;
-    let (_, orders_after) = get(&app, "/orders").await;
+    let (_, customers_after) = get(app, "/customers").await;
+    let (_, orders_after) = get(app, "/orders").await;
     assert_eq!(
         customers_before, customers_after,
         "a bad request created a customer"
@@ -669,7 +668,7 @@ async fn customers_are_paged_with_next_cursors() {
         Box::pin(async move {
             let mut created = BTreeSet::new();
             for i in 0..7 {
-                created.insert(create_customer(&app, &format!("c{i}"), "1.00").await);
+                created.insert(create_customer(app, &format!("c{i}"), "1.00").await);
             }
             let mut sizes = Vec::new();
             let mut seen = Vec::new();
@@ -679,7 +678,7 @@ async fn customers_are_paged_with_next_cursors() {
                     Some(a) => format!("/customers?limit=3&after={a}"),
                     None => "/customers?limit=3".to_owned(),
                 };
-                let (s, page) = get(&app, &path).await;
+                let (s, page) = get(app, &path).await;
                 assert_eq!(s, StatusCode::OK, "{page}");
                 let items = page["customers"].as_array().expect("customers");
                 sizes.push(items.len());
@@ -711,7 +710,7 @@ async fn customers_are_paged_with_next_cursors() {
             assert_eq!(seen, sorted, "customers are not listed in id order");
 
             // Exactly one page: no `next`.
-            let (_, page) = get(&app, "/customers?limit=7").await;
+            let (_, page) = get(app, "/customers?limit=7").await;
             assert_eq!(page["customers"].as_array().map(Vec::len), Some(7));
             assert!(page.get("next").is_none(), "{page}");
         })
@@ -751,12 +750,12 @@ fn template(path: &str) -> String {
 async fn health_openapi_and_metrics() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let (s, v) = get(&app, "/health/live").await;
+            let (s, v) = get(app, "/health/live").await;
             assert_eq!(s, StatusCode::OK, "{v}");
-            let (s, v) = get(&app, "/health/ready").await;
+            let (s, v) = get(app, "/health/ready").await;
             assert_eq!(s, StatusCode::OK, "{v}");
 
-            let (s, h, doc) = send(&app, Method::GET, "/openapi.json", None, &[]).await;
+            let (s, h, doc) = send(app, Method::GET, "/openapi.json", None, &[]).await;
             assert_eq!(s, StatusCode::OK);
             assert!(
                 h.get(CONTENT_TYPE)
@@ -801,7 +800,7 @@ async fn health_openapi_and_metrics() {
             for (m, p) in ROUTES {
                 let method = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap();
                 let path = p.replace("{}", "0000nothing");
-                let (s, _, v) = send(&app, method, &path, Some(json!({})), &[]).await;
+                let (s, _, v) = send(app, method, &path, Some(json!({})), &[]).await;
                 assert!(
                     s != StatusCode::METHOD_NOT_ALLOWED && v["error"]["code"] != "ROUTE_NOT_FOUND",
                     "{m} {p} is not served: {s} {v}"
@@ -809,13 +808,13 @@ async fn health_openapi_and_metrics() {
             }
 
             // Metrics after a saga ended.
-            let cid = create_customer(&app, "Metered", "10.00").await;
-            let o = post_order(&app, json!(cid), json!("1.00")).await;
-            saga_until(&app, o["sagaId"].as_str().unwrap(), is_terminal_saga).await;
+            let cid = create_customer(app, "Metered", "10.00").await;
+            let o = post_order(app, json!(cid), json!("1.00")).await;
+            saga_until(app, o["sagaId"].as_str().unwrap(), is_terminal_saga).await;
             let resp = app
                 .client
                 .http
-                .get(url(&app, "/metrics"))
+                .get(url(app, "/metrics"))
                 .send()
                 .await
                 .unwrap();
@@ -842,12 +841,12 @@ async fn health_openapi_and_metrics() {
 async fn admin_list_routes_of_the_design_exist() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let (s, v) = get(&app, "/sagas?limit=10").await;
+            let (s, v) = get(app, "/sagas?limit=10").await;
             assert_eq!(s, StatusCode::OK, "GET /sagas: {v}");
             assert!(v["sagas"].is_array(), "{v}");
-            let (s, v) = get(&app, "/deadletters").await;
+            let (s, v) = get(app, "/deadletters").await;
             assert_eq!(s, StatusCode::OK, "GET /deadletters: {v}");
-            let (s, _, v) = send(&app, Method::POST, "/deadletters/123/redeliver", None, &[]).await;
+            let (s, _, v) = send(app, Method::POST, "/deadletters/123/redeliver", None, &[]).await;
             assert_eq!(s, StatusCode::NOT_FOUND, "redeliver unknown: {v}");
             assert_ne!(v["error"]["code"], "ROUTE_NOT_FOUND", "{v}");
         })
@@ -861,14 +860,14 @@ async fn admin_list_routes_of_the_design_exist() {
 async fn cancelling_an_approved_order_releases_its_credit() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(&app, "Canceller", "20.00").await;
-            let o = post_order(&app, json!(cid), json!("7.50")).await;
+            let cid = create_customer(app, "Canceller", "20.00").await;
+            let o = post_order(app, json!(cid), json!("7.50")).await;
             assert_eq!(o["orderState"], "APPROVED", "{o}");
             let oid = o["orderId"].as_str().unwrap().to_owned();
-            assert_eq!(available(&app, &cid).await, "12.50");
+            assert_eq!(available(app, &cid).await, "12.50");
 
             let (s, _, c) = send(
-                &app,
+                app,
                 Method::POST,
                 &format!("/orders/{oid}/cancel"),
                 None,
@@ -878,9 +877,9 @@ async fn cancelling_an_approved_order_releases_its_credit() {
             assert_eq!(s, StatusCode::OK, "{c}");
             assert_eq!(c["orderId"], oid.as_str());
             assert_eq!(c["orderState"], "CANCELLED", "{c}");
-            assert_eq!(available(&app, &cid).await, "20.00");
+            assert_eq!(available(app, &cid).await, "20.00");
 
-            let (_, h) = get(&app, &format!("/orders/{oid}/history")).await;
+            let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
             let types: Vec<&str> = h["events"]
                 .as_array()
                 .unwrap()
@@ -895,7 +894,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
 
             // Cancelling again changes nothing.
             let (s, _, again) = send(
-                &app,
+                app,
                 Method::POST,
                 &format!("/orders/{oid}/cancel"),
                 None,
@@ -906,14 +905,14 @@ async fn cancelling_an_approved_order_releases_its_credit() {
                 s == StatusCode::OK || s == StatusCode::CONFLICT,
                 "second cancel: {s} {again}"
             );
-            assert_eq!(available(&app, &cid).await, "20.00");
+            assert_eq!(available(app, &cid).await, "20.00");
 
             // A REJECTED order cannot be cancelled.
-            let r = post_order(&app, json!(cid), json!("999.00")).await;
+            let r = post_order(app, json!(cid), json!("999.00")).await;
             assert_eq!(r["orderState"], "REJECTED", "{r}");
             let rid = r["orderId"].as_str().unwrap();
             let (s, _, v) = send(
-                &app,
+                app,
                 Method::POST,
                 &format!("/orders/{rid}/cancel"),
                 None,
@@ -924,7 +923,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
             assert_error_shape("cancel REJECTED", &v, None);
             let after = app.client.get_order(rid, 0).await.unwrap().unwrap();
             assert_eq!(after["orderState"], "REJECTED");
-            assert_eq!(available(&app, &cid).await, "20.00");
+            assert_eq!(available(app, &cid).await, "20.00");
         })
     })
     .await;
@@ -938,7 +937,7 @@ async fn api_keys_guard_everything_but_health() {
         Box::pin(async move {
             let body = json!({"name": "Keyed", "creditLimit": {"amount": "1.00"}});
 
-            let (s, h, v) = send(&app, Method::POST, "/customers", Some(body.clone()), &[]).await;
+            let (s, h, v) = send(app, Method::POST, "/customers", Some(body.clone()), &[]).await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
             assert_error_shape("no key", &v, Some("UNAUTHORIZED"));
             assert!(h.get("www-authenticate").is_some(), "{h:?}");
@@ -951,7 +950,7 @@ async fn api_keys_guard_everything_but_health() {
                 "s3cret",
             ] {
                 let (s, _, v) = send(
-                    &app,
+                    app,
                     Method::POST,
                     "/customers",
                     Some(body.clone()),
@@ -960,13 +959,13 @@ async fn api_keys_guard_everything_but_health() {
                 .await;
                 assert_eq!(s, StatusCode::UNAUTHORIZED, "Authorization: {wrong}: {v}");
             }
-            let (s, v) = get(&app, "/customers").await;
+            let (s, v) = get(app, "/customers").await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-            let (s, v) = get(&app, "/openapi.json").await;
+            let (s, v) = get(app, "/openapi.json").await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
 
             let (s, _, v) = send(
-                &app,
+                app,
                 Method::POST,
                 "/customers",
                 Some(body),
@@ -977,7 +976,7 @@ async fn api_keys_guard_everything_but_health() {
 
             // Nothing was created by the refused requests.
             let (s, _, list) = send(
-                &app,
+                app,
                 Method::GET,
                 "/customers",
                 None,
@@ -991,9 +990,9 @@ async fn api_keys_guard_everything_but_health() {
                 "{list}"
             );
 
-            let (s, v) = get(&app, "/health/live").await;
+            let (s, v) = get(app, "/health/live").await;
             assert_eq!(s, StatusCode::OK, "{v}");
-            let (s, v) = get(&app, "/health/ready").await;
+            let (s, v) = get(app, "/health/ready").await;
             assert_eq!(s, StatusCode::OK, "{v}");
         })
     })
@@ -1009,28 +1008,28 @@ async fn api_keys_guard_everything_but_health() {
 async fn idempotency_key_returns_the_same_order() {
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(&app, "Idem", "100.00").await;
+            let cid = create_customer(app, "Idem", "100.00").await;
             let body = json!({"customerId": cid, "orderTotal": {"amount": "10.00"}});
             let key = [("Idempotency-Key", "k-1"), ("Prefer", "wait=10")];
-            let (s1, _, a) = send(&app, Method::POST, "/orders", Some(body.clone()), &key).await;
+            let (s1, _, a) = send(app, Method::POST, "/orders", Some(body.clone()), &key).await;
             assert_eq!(s1, StatusCode::CREATED, "{a}");
-            let (s2, _, b) = send(&app, Method::POST, "/orders", Some(body), &key).await;
+            let (s2, _, b) = send(app, Method::POST, "/orders", Some(body), &key).await;
             assert!(s2.is_success(), "{s2} {b}");
             assert_eq!(
                 a["orderId"], b["orderId"],
                 "same key, same body: another order"
             );
             let other = json!({"customerId": cid, "orderTotal": {"amount": "11.00"}});
-            let (s3, _, c) = send(&app, Method::POST, "/orders", Some(other), &key).await;
+            let (s3, _, c) = send(app, Method::POST, "/orders", Some(other), &key).await;
             assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{c}");
             assert_error_shape("key reused", &c, None);
-            let (_, orders) = get(&app, "/orders").await;
+            let (_, orders) = get(app, "/orders").await;
             assert_eq!(
                 orders["orders"].as_array().map(Vec::len),
                 Some(1),
                 "{orders}"
             );
-            assert_eq!(available(&app, &cid).await, "90.00");
+            assert_eq!(available(app, &cid).await, "90.00");
         })
     })
     .await;

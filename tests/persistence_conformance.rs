@@ -424,7 +424,6 @@ async fn inbox_entries_never_leak_between_prefix_sharing_entities() {
 /// Ignored because it demonstrates an open bug (reported, not fixed here).
 /// Run with `cargo test --test persistence_conformance -- --ignored`.
 #[test]
-#[ignore = "BUG: concurrent inbox_append to one entity can land below a consumer's cursor"]
 fn concurrent_appends_to_one_entity_are_never_skipped_by_a_consumer() {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let dir = tempfile::tempdir().unwrap();
@@ -701,7 +700,6 @@ async fn durable_writes_are_there_after_reopening_the_store() {
 /// databases: the sled file lock stays held and `Store::open` on the same
 /// directory fails with "could not acquire lock" (and the threads leak).
 #[tokio::test]
-#[ignore = "BUG: dropping a Store without close() keeps sled open; reopening fails"]
 async fn dropping_a_store_releases_the_database() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -730,7 +728,6 @@ async fn dropping_a_store_releases_the_database() {
 /// a `sled::Db` clone (and does a final flush), so the file lock is released
 /// only some time after `close` returns and an immediate reopen can fail.
 #[tokio::test]
-#[ignore = "BUG: Store::close does not wait for the flusher threads; an immediate reopen can fail"]
 async fn reopen_right_after_close() {
     let dir = tempfile::tempdir().unwrap();
     let mut still_locked = Vec::new();
@@ -767,7 +764,6 @@ async fn reopen_right_after_close() {
 ///
 /// Ignored because it demonstrates an open bug (reported, not fixed here).
 #[tokio::test]
-#[ignore = "BUG: Store::open failing part-way leaks the databases it opened (they stay locked)"]
 async fn store_open_failing_part_way_releases_what_it_opened() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Flush, CACHE).unwrap();
@@ -1336,7 +1332,6 @@ fn run_fsync_child(scenario: &str) -> std::process::Output {
 ///
 /// Ignored because it demonstrates an open bug (reported, not fixed here).
 #[test]
-#[ignore = "BUG: Fsync mode exits the process when sled deletes a blob file during fsync_dir_files"]
 fn fsync_mode_survives_sled_deleting_blob_files() {
     let out = run_fsync_child("big-records");
     assert!(
@@ -1354,7 +1349,6 @@ fn fsync_mode_survives_sled_deleting_blob_files() {
 ///
 /// Ignored because it demonstrates an open bug (reported, not fixed here).
 #[test]
-#[ignore = "BUG: in Fsync mode, removing the data dir right after Store::close exits the process"]
 fn fsync_after_close_does_not_exit_the_process() {
     // Racy by nature: a few attempts make it fail reliably when the bug is there.
     for attempt in 0..5 {

@@ -53,9 +53,11 @@ impl ServiceDb {
 
     /// Removes and returns a dead letter.
     pub fn deadletter_take(&self, id: u128) -> Result<Option<DeadLetter>, StoreError> {
-        match self.deadletters.remove(keys::deadletter(id))? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
-            None => Ok(None),
-        }
+        let key = keys::deadletter(id);
+        let Some(v) = self.deadletters.get(key)? else { return Ok(None) };
+        // Decode first: an undecodable dead letter stays for the operator to see.
+        let dl = codec::decode(&v)?;
+        self.deadletters.remove(key)?;
+        Ok(Some(dl))
     }
 }

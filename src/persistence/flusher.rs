@@ -52,19 +52,26 @@ pub struct FlushStats {
     pub flush_micros: AtomicU64,
 }
 
-struct Inner {
+/// What the flusher thread shares with the writers. It holds no sender, so
+/// the thread ends (after a final flush) once every [`Flusher`] is gone.
+struct Counters {
     written: AtomicU64,
     durable: AtomicU64,
     inflight: AtomicU64,
-    tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     mode: Durability,
     stats: FlushStats,
+}
+
+struct Handle {
+    counters: Arc<Counters>,
+    tx: Mutex<Option<mpsc::Sender<Waiter>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The group-commit flusher of one sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Flusher {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
 }
 
 /// Marks a write in progress so readers do not skip the barrier (see
@@ -76,8 +83,9 @@ pub struct WriteGuard<'a> {
 impl WriteGuard<'_> {
     /// Ends the write and returns its ticket.
     pub fn finish(self) -> Ticket {
-        let t = self.flusher.inner.written.fetch_add(1, SeqCst) + 1;
-        self.flusher.inner.inflight.fetch_sub(1, SeqCst);
+        let c = &self.flusher.inner.counters;
+        let t = c.written.fetch_add(1, SeqCst) + 1;
+        c.inflight.fetch_sub(1, SeqCst);
         std::mem::forget(self);
         Ticket(t)
     }
@@ -86,8 +94,9 @@ impl WriteGuard<'_> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         // The write failed; count it anyway so barriers stay conservative.
-        self.flusher.inner.written.fetch_add(1, SeqCst);
-        self.flusher.inner.inflight.fetch_sub(1, SeqCst);
+        let c = &self.flusher.inner.counters;
+        c.written.fetch_add(1, SeqCst);
+        c.inflight.fetch_sub(1, SeqCst);
     }
 }
 
@@ -101,40 +110,46 @@ impl Flusher {
         name: &str,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let inner = Arc::new(Inner {
+        let counters = Arc::new(Counters {
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
-            tx: Mutex::new(Some(tx)),
             mode,
             stats: FlushStats::default(),
         });
-        let thread_inner = inner.clone();
-        std::thread::Builder::new()
+        let thread_counters = counters.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("flusher-{name}"))
-            .spawn(move || run(db, dir, rx, thread_inner))?;
-        Ok(Self { inner })
+            .spawn(move || run(db, dir, rx, thread_counters))?;
+        Ok(Self {
+            inner: Arc::new(Handle {
+                counters,
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
     }
 
     /// Call before an insert; `finish()` the guard after it.
     pub fn begin_write(&self) -> WriteGuard<'_> {
-        self.inner.inflight.fetch_add(1, SeqCst);
+        self.inner.counters.inflight.fetch_add(1, SeqCst);
         WriteGuard { flusher: self }
     }
 
     /// The durability mode.
     pub fn mode(&self) -> Durability {
-        self.inner.mode
+        self.inner.counters.mode
     }
 
     /// Flush statistics.
     pub fn stats(&self) -> &FlushStats {
-        &self.inner.stats
+        &self.inner.counters.stats
     }
 
     /// Waits until the write behind `ticket` is durable.
     pub async fn durable(&self, ticket: Ticket) -> Result<(), FlushError> {
-        if self.inner.mode == Durability::None || self.inner.durable.load(SeqCst) >= ticket.0 {
+        let c = &self.inner.counters;
+        if c.mode == Durability::None || c.durable.load(SeqCst) >= ticket.0 {
             return Ok(());
         }
         self.wait_for_flush().await
@@ -144,12 +159,11 @@ impl Flusher {
     /// once if no write is in progress and all finished writes are flushed,
     /// otherwise joins the next flush.
     pub async fn read_barrier(&self) -> Result<(), FlushError> {
-        if self.inner.mode == Durability::None {
+        let c = &self.inner.counters;
+        if c.mode == Durability::None {
             return Ok(());
         }
-        if self.inner.inflight.load(SeqCst) == 0
-            && self.inner.durable.load(SeqCst) >= self.inner.written.load(SeqCst)
-        {
+        if c.inflight.load(SeqCst) == 0 && c.durable.load(SeqCst) >= c.written.load(SeqCst) {
             return Ok(());
         }
         self.wait_for_flush().await
@@ -172,15 +186,20 @@ impl Flusher {
         rx.await.map_err(|_| FlushError("flusher stopped".into()))?
     }
 
-    /// Stops the thread after it has served every queued waiter.
+    /// Stops the thread after it has served every queued waiter and made a
+    /// final flush, and waits for it (so the database can be reopened).
     pub fn stop(&self) {
         if let Ok(mut g) = self.inner.tx.lock() {
             g.take();
         }
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 }
 
-fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Inner>) {
+fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Counters>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(w) = rx.try_recv() {
@@ -240,10 +259,19 @@ fn fsync_dir_files(dir: &std::path::Path) -> std::io::Result<()> {
         };
         for entry in entries.flatten() {
             if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                std::fs::File::open(entry.path())?.sync_all()?;
+                match std::fs::File::open(entry.path()) {
+                    Ok(f) => f.sync_all()?,
+                    // sled removed it (e.g. an old blob) after we listed it: nothing to sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-        std::fs::File::open(&sub)?.sync_all()?;
+        match std::fs::File::open(&sub) {
+            Ok(d) => d.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -23,6 +23,9 @@ impl ServiceDb {
     pub fn inbox_append(&self, env: &Envelope) -> Result<(u64, Ticket), StoreError> {
         let bytes = codec::encode(env)?;
         let guard = self.flusher.begin_write();
+        // Sequence and insert under one lock: otherwise a lower sequence could
+        // become visible after a higher one that a consumer already passed.
+        let _order = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.db.generate_id()?.saturating_add(1);
         self.inbox.insert(keys::inbox(&env.to.entity, seq), bytes)?;
         Ok((seq, guard.finish()))

@@ -56,6 +56,8 @@ pub struct ServiceDb {
     pub deadletters: sled::Tree,
     pub idempotency: sled::Tree,
     pub flusher: Flusher,
+    /// Serialises inbox appends (see `inbox_append`).
+    pub(crate) append_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl ServiceDb {
@@ -87,6 +89,7 @@ impl ServiceDb {
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
             db,
             flusher,
+            append_lock: Default::default(),
         })
     }
 
