@@ -11,7 +11,7 @@ use super::entity::{ActorError, EntityMsg, Logic, ServiceCtx};
 use super::logic::{
     self, CustomerCmd, CustomerLogic, OrderCmd, OrderLogic, SagaCmd, SagaLogic, ViewLogic,
 };
-use super::relay::{Endpoint, Endpoints, Relay};
+use super::relay::{Endpoint, Endpoints, Relay, SharedEndpoints};
 use super::supervisor::{RootArgs, RootSupervisor, ServiceSupervisor, SpawnService};
 use super::watch::Watchers;
 use crate::config::Settings;
@@ -26,7 +26,7 @@ use crate::persistence::{
 };
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Errors the HTTP layer maps to statuses (in `http::error`, one `match`).
@@ -129,6 +129,8 @@ pub struct Runtime {
     ready: AtomicBool,
     root: ActorRef<super::supervisor::RootMsg>,
     root_join: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    endpoints: SharedEndpoints,
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub recovery: RecoveryReport,
 }
 
@@ -163,7 +165,7 @@ impl Runtime {
             st.durability,
             st.cache_mb.saturating_mul(1 << 20),
         )?;
-        let endpoints = Arc::new(OnceLock::new());
+        let endpoints: SharedEndpoints = Arc::new(RwLock::new(None));
         let watchers = Arc::new(Watchers::default());
         let customers = ServiceCtx::new(
             CustomerLogic,
@@ -193,12 +195,15 @@ impl Runtime {
             Relay::start(Service::View, endpoints.clone()),
             settings.clone(),
         );
-        let _ = endpoints.set(Endpoints {
+        let shared = Arc::new(Endpoints {
             customer: Arc::new(Ep(customers.clone())),
             order: Arc::new(Ep(orders.clone())),
             saga: Arc::new(Ep(sagas.clone())),
             view: Arc::new(Ep(views.clone())),
         });
+        if let Ok(mut e) = endpoints.write() {
+            *e = Some(shared);
+        }
         let sup = &settings.supervision;
         let args = RootArgs {
             spawners: vec![
@@ -224,6 +229,8 @@ impl Runtime {
             ready: AtomicBool::new(false),
             root,
             root_join: std::sync::Mutex::new(Some(root_join)),
+            endpoints,
+            background: std::sync::Mutex::new(Vec::new()),
             recovery: RecoveryReport::default(),
         };
         rt.recovery = rt.recover()?;
@@ -253,7 +260,7 @@ impl Runtime {
             .saturating_mul(3_600_000) as i64;
         let every = Duration::from_millis((retention_ms as u64 / 10).clamp(1_000, 3_600_000));
         let dbs = [self.store.customer.clone(), self.store.order.clone()];
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let before = super::entity::now_millis() - retention_ms;
                 for db in &dbs {
@@ -272,6 +279,9 @@ impl Runtime {
                 tokio::time::sleep(every).await;
             }
         });
+        if let Ok(mut b) = self.background.lock() {
+            b.push(task);
+        }
     }
 
     /// True once recovery is done (and until shutdown starts).
@@ -300,6 +310,14 @@ impl Runtime {
         self.views.stop_all(per).await;
         self.orders.stop_all(per).await;
         self.customers.stop_all(per).await;
+        if let Ok(mut e) = self.endpoints.write() {
+            e.take();
+        }
+        if let Ok(mut b) = self.background.lock() {
+            for t in b.drain(..) {
+                t.abort();
+            }
+        }
         self.store.close()?;
         Ok(())
     }

@@ -17,7 +17,7 @@
 use crate::domain::{Envelope, Service};
 use crate::persistence::ServiceDb;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -30,7 +30,12 @@ pub trait Endpoint: Send + Sync {
     fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool);
 }
 
-/// The three services, set once the runtime has built them.
+/// Where relays find the services: set once the runtime has built them, and
+/// cleared at shutdown (which also breaks the service ↔ relay reference cycle
+/// so the databases are released).
+pub type SharedEndpoints = Arc<RwLock<Option<Arc<Endpoints>>>>;
+
+/// The services, set once the runtime has built them.
 pub struct Endpoints {
     pub customer: Arc<dyn Endpoint>,
     pub order: Arc<dyn Endpoint>,
@@ -65,7 +70,7 @@ pub struct Relay {
 impl Relay {
     /// Creates the relay of `service` and starts its task; it waits for
     /// `endpoints` to be set before it delivers anything.
-    pub fn start(service: Service, endpoints: Arc<OnceLock<Endpoints>>) -> Self {
+    pub fn start(service: Service, endpoints: SharedEndpoints) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(service, rx, endpoints));
         Self { service, tx }
@@ -103,14 +108,8 @@ const MAX_BATCH: usize = 4096;
 async fn run(
     service: Service,
     mut rx: mpsc::UnboundedReceiver<Batch>,
-    endpoints: Arc<OnceLock<Endpoints>>,
+    endpoints: SharedEndpoints,
 ) {
-    let eps = loop {
-        if let Some(e) = endpoints.get() {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
     while let Some(first) = rx.recv().await {
         let mut activate = first.activate_senders;
         let mut batch = first.envelopes;
@@ -123,7 +122,12 @@ async fn run(
                 Err(_) => break,
             }
         }
-        deliver(service, eps, batch, activate).await;
+        let eps = endpoints.read().ok().and_then(|e| e.clone());
+        match eps {
+            Some(eps) => deliver(service, &eps, batch, activate).await,
+            // Shut down: the envelopes stay in their outboxes for the next start.
+            None => return,
+        }
     }
 }
 
