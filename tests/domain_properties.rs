@@ -562,23 +562,7 @@ impl World {
 }
 
 fn reply_order(p: &Payload) -> &OrderId {
-    match p {
-        Payload::ReserveCredit { order_id, .. }
-        | Payload::ReleaseCredit { order_id, .. }
-        | Payload::CreditReserved { order_id }
-        | Payload::CreditLimitExceeded { order_id }
-        | Payload::CustomerNotFound { order_id }
-        | Payload::CreditReleased { order_id }
-        | Payload::ApproveOrder { order_id }
-        | Payload::RejectOrder { order_id, .. }
-        | Payload::CancelOrder { order_id }
-        | Payload::OrderApproved { order_id }
-        | Payload::OrderRejected { order_id, .. }
-        | Payload::OrderCancelled { order_id }
-        | Payload::OrderCommandRefused { order_id, .. }
-        | Payload::StartCreateOrder { order_id, .. }
-        | Payload::StartCancelOrder { order_id, .. } => order_id,
-    }
+    p.order_id().expect("saga messages name their order")
 }
 
 proptest! {

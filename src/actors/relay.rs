@@ -105,11 +105,7 @@ impl Relay {
 /// Most envelopes moved per flush of the receivers.
 const MAX_BATCH: usize = 4096;
 
-async fn run(
-    service: Service,
-    mut rx: mpsc::UnboundedReceiver<Batch>,
-    endpoints: SharedEndpoints,
-) {
+async fn run(service: Service, mut rx: mpsc::UnboundedReceiver<Batch>, endpoints: SharedEndpoints) {
     while let Some(first) = rx.recv().await {
         let mut activate = first.activate_senders;
         let mut batch = first.envelopes;

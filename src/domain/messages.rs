@@ -176,6 +176,29 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The order a message concerns (`None` for customer registrations).
+    pub fn order_id(&self) -> Option<&OrderId> {
+        match self {
+            Payload::CustomerRegistered { .. } => None,
+            Payload::OrderChanged { order_id, .. } => Some(order_id),
+            Payload::ReserveCredit { order_id, .. }
+            | Payload::ReleaseCredit { order_id, .. }
+            | Payload::CreditReserved { order_id }
+            | Payload::CreditLimitExceeded { order_id }
+            | Payload::CustomerNotFound { order_id }
+            | Payload::CreditReleased { order_id }
+            | Payload::ApproveOrder { order_id }
+            | Payload::RejectOrder { order_id, .. }
+            | Payload::CancelOrder { order_id }
+            | Payload::OrderApproved { order_id }
+            | Payload::OrderRejected { order_id, .. }
+            | Payload::OrderCancelled { order_id }
+            | Payload::OrderCommandRefused { order_id, .. }
+            | Payload::StartCreateOrder { order_id, .. }
+            | Payload::StartCancelOrder { order_id, .. } => Some(order_id),
+        }
+    }
+
     /// The message kind as written in the envelope and in logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -433,25 +433,7 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
 }
 
 fn p_order(p: &Payload) -> Option<&OrderId> {
-    match p {
-        Payload::CustomerRegistered { .. } => None,
-        Payload::OrderChanged { order_id, .. } => Some(order_id),
-        Payload::ReserveCredit { order_id, .. }
-        | Payload::ReleaseCredit { order_id, .. }
-        | Payload::CreditReserved { order_id }
-        | Payload::CreditLimitExceeded { order_id }
-        | Payload::CustomerNotFound { order_id }
-        | Payload::CreditReleased { order_id }
-        | Payload::ApproveOrder { order_id }
-        | Payload::RejectOrder { order_id, .. }
-        | Payload::CancelOrder { order_id }
-        | Payload::OrderApproved { order_id }
-        | Payload::OrderRejected { order_id, .. }
-        | Payload::OrderCancelled { order_id }
-        | Payload::OrderCommandRefused { order_id, .. }
-        | Payload::StartCreateOrder { order_id, .. }
-        | Payload::StartCancelOrder { order_id, .. } => Some(order_id),
-    }
+    p.order_id()
 }
 
 fn on_timer(s: &SagaState, now: Millis, jitter: f64, policy: &SagaPolicy) -> Transition {

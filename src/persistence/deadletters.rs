@@ -54,7 +54,9 @@ impl ServiceDb {
     /// Removes and returns a dead letter.
     pub fn deadletter_take(&self, id: u128) -> Result<Option<DeadLetter>, StoreError> {
         let key = keys::deadletter(id);
-        let Some(v) = self.deadletters.get(key)? else { return Ok(None) };
+        let Some(v) = self.deadletters.get(key)? else {
+            return Ok(None);
+        };
         // Decode first: an undecodable dead letter stays for the operator to see.
         let dl = codec::decode(&v)?;
         self.deadletters.remove(key)?;
