@@ -1210,7 +1210,6 @@ async fn idempotency_key_returns_the_same_order() {
 /// Two apps live in one process, as `tests/common::spawn_app` promises to
 /// tests that run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Runtime::start registers \"customer-supervisor\" etc. under fixed names in ractor's global registry (src/actors/handle.rs service_spawner), so a second runtime in the process fails to start"]
 async fn two_apps_can_run_in_one_process() {
     with_app(json!({}), |a| {
         Box::pin(async move {

@@ -20,9 +20,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// One app (and one silence flag) at a time in this process.
 static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The names `Runtime::start` registers in ractor's global registry.
-const SUPERVISOR_NAMES: [&str; 3] = ["customer-supervisor", "order-supervisor", "saga-supervisor"];
-
 /// Switches every fault off when dropped, even while a failed test unwinds.
 struct Disarm;
 
@@ -35,7 +32,7 @@ impl Drop for Disarm {
 
 /// Runs `test` against a fresh app started with the settings `patch`, then
 /// disarms the faults, stops the app (even if `test` panicked) and waits
-/// until its supervisor names are released.
+/// until its actors' names are released.
 async fn with_app<F>(patch: Value, test: F)
 where
     F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
@@ -49,13 +46,12 @@ where
     drop(disarm);
     app.stop().await;
     let deadline = Instant::now() + DEADLINE;
-    while SUPERVISOR_NAMES
-        .iter()
-        .any(|n| ractor::registry::where_is(n).is_some())
-    {
+    // Its actors unregister their names when they stop.
+    while !ractor::registry::registered().is_empty() {
         assert!(
             Instant::now() < deadline,
-            "the stopped app's supervisors are still registered"
+            "the stopped app's actors are still registered: {:?}",
+            ractor::registry::registered()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

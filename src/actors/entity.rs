@@ -130,15 +130,15 @@ pub enum EntityMsg<L: Logic> {
     Delivered(Vec<u128>),
     /// A direct command; answered after its commit is durable.
     Command(L::Command, RpcReplyPort<Result<L::Reply, String>>),
-    /// A timer (not sent through the registry).
+    /// A deadline passed (sent by the service's timer wheel).
     Timer,
-    /// Passivation check (not sent through the registry).
+    /// Passivation check (sent by the idle sweep, not through the registry).
     IdleCheck,
 }
 
 impl<L: Logic> EntityMsg<L> {
     fn via_registry(&self) -> bool {
-        !matches!(self, EntityMsg::Timer | EntityMsg::IdleCheck)
+        !matches!(self, EntityMsg::IdleCheck)
     }
 }
 
@@ -178,6 +178,7 @@ pub struct ServiceCtx<L: Logic> {
     /// Pending inbox entries per entity, as far as this process knows.
     depth: Mutex<HashMap<String, u64>>,
     pub restarts: AtomicU64,
+    timers: super::timers::TimerWheel,
 }
 
 /// The registry is the part of [`ServiceCtx`] that spawns and finds actors.
@@ -185,7 +186,9 @@ pub type Registry<L> = ServiceCtx<L>;
 
 impl<L: Logic> ServiceCtx<L> {
     pub fn new(logic: L, db: ServiceDb, relay: Relay, settings: Arc<Settings>) -> Arc<Self> {
-        Arc::new(Self {
+        let sweep = Duration::from_millis(settings.actors.idle_timeout_ms.max(20) / 2);
+        Arc::new_cyclic(|me| Self {
+            timers: super::timers::TimerWheel::start(me.clone(), sweep),
             logic,
             db,
             relay,
@@ -276,6 +279,19 @@ impl<L: Logic> ServiceCtx<L> {
         g.by_actor.insert(actor.get_id(), entity.to_owned());
         g.slots.insert(entity.to_owned(), Slot { actor, sent: 0 });
         Ok(())
+    }
+
+    /// Asks every live actor whether it has been idle long enough to passivate.
+    pub fn sweep_idle(&self) {
+        let actors: Vec<ActorRef<EntityMsg<L>>> = self
+            .lock()
+            .slots
+            .values()
+            .map(|s| s.actor.clone())
+            .collect();
+        for a in actors {
+            let _ = a.send_message(EntityMsg::IdleCheck);
+        }
     }
 
     /// Called by the supervisor when an entity actor failed: forgets it and
@@ -413,7 +429,6 @@ pub struct EntityState<L: Logic> {
     received: Arc<AtomicU64>,
     last_active: Instant,
     timer_for: Option<Millis>,
-    idle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<L: Logic> Actor for EntityActor<L> {
@@ -423,15 +438,9 @@ impl<L: Logic> Actor for EntityActor<L> {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         args: EntityArgs<L>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let idle_ms = args.ctx.settings.actors.idle_timeout_ms.max(10);
-        let idle = Some(
-            myself.send_interval(Duration::from_millis(idle_ms / 2 + 1), || {
-                EntityMsg::IdleCheck
-            }),
-        );
         Ok(EntityState {
             me: Address {
                 service: L::SERVICE,
@@ -445,19 +454,7 @@ impl<L: Logic> Actor for EntityActor<L> {
             received: args.received,
             last_active: Instant::now(),
             timer_for: None,
-            idle,
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(h) = st.idle.take() {
-            h.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -502,10 +499,10 @@ impl<L: Logic> Actor for EntityActor<L> {
                 }
             }
             EntityMsg::IdleCheck => {
+                // Entities with a pending deadline may passivate too: the
+                // timer wheel re-activates them when it is due.
                 let idle = Duration::from_millis(st.ctx.settings.actors.idle_timeout_ms);
-                let rec = st.rec.as_ref().ok_or("record not loaded")?;
                 if st.last_active.elapsed() >= idle
-                    && st.ctx.logic.deadline(&rec.state).is_none()
                     && st
                         .ctx
                         .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
@@ -516,7 +513,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                 }
             }
         }
-        arm_timer(&myself, st);
+        arm_timer(st);
         Ok(())
     }
 }
@@ -533,7 +530,7 @@ fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr
     Ok(())
 }
 
-fn arm_timer<L: Logic>(myself: &ActorRef<EntityMsg<L>>, st: &mut EntityState<L>) {
+fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
     let Some(rec) = st.rec.as_ref() else { return };
     let Some(deadline) = st.ctx.logic.deadline(&rec.state) else {
         return;
@@ -542,8 +539,7 @@ fn arm_timer<L: Logic>(myself: &ActorRef<EntityMsg<L>>, st: &mut EntityState<L>)
         return;
     }
     st.timer_for = Some(deadline);
-    let delay = (deadline - now_millis()).max(0) as u64;
-    myself.send_after(Duration::from_millis(delay), || EntityMsg::Timer);
+    st.ctx.timers.arm(&st.id, deadline);
 }
 
 /// Handles every pending inbox entry, a batch per commit.

@@ -141,15 +141,10 @@ fn service_spawner<L: Logic>(
     let f: SpawnService = Box::new(move |root| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            Actor::spawn_linked(
-                Some(name.to_owned()),
-                ServiceSupervisor::<L>::new(),
-                ctx,
-                root,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            Actor::spawn_linked(None, ServiceSupervisor::<L>::new(), ctx, root)
+                .await
+                .map(|(actor, _)| actor.get_id())
+                .map_err(|e| format!("{name}: {e}"))
         })
     });
     (name, f)

@@ -10,6 +10,7 @@ pub mod handle;
 pub mod logic;
 pub mod relay;
 pub mod supervisor;
+pub mod timers;
 pub mod watch;
 
 pub use crate::persistence::deadletters::DeadLetter as DeadLetterView;

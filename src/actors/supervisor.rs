@@ -109,7 +109,9 @@ pub enum RootMsg {}
 
 /// Starts a service supervisor linked to the root.
 pub type SpawnService = Box<
-    dyn Fn(ractor::ActorCell) -> futures::future::BoxFuture<'static, Result<(), String>>
+    dyn Fn(
+            ractor::ActorCell,
+        ) -> futures::future::BoxFuture<'static, Result<ractor::ActorId, String>>
         + Send
         + Sync,
 >;
@@ -119,6 +121,10 @@ pub struct RootSupervisor;
 
 pub struct RootState {
     spawners: Vec<(&'static str, SpawnService)>,
+    /// Which spawner started each live service supervisor. Supervisors are
+    /// unnamed: ractor's name registry is process-global, and two runtimes
+    /// (tests) may live in one process.
+    running: std::collections::HashMap<ractor::ActorId, usize>,
     restarts: Vec<Instant>,
     window: Duration,
     max_restarts: usize,
@@ -140,13 +146,16 @@ impl Actor for RootSupervisor {
         myself: ActorRef<Self::Msg>,
         args: RootArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        for (name, spawn) in &args.spawners {
-            spawn(myself.get_cell())
+        let mut running = std::collections::HashMap::new();
+        for (i, (name, spawn)) in args.spawners.iter().enumerate() {
+            let id = spawn(myself.get_cell())
                 .await
                 .map_err(|e| format!("cannot start the {name} supervisor: {e}"))?;
+            running.insert(id, i);
         }
         Ok(RootState {
             spawners: args.spawners,
+            running,
             restarts: Vec::new(),
             window: args.window,
             max_restarts: args.max_restarts,
@@ -188,17 +197,17 @@ impl Actor for RootSupervisor {
             myself.stop(Some(format!("escalated: {why}")));
             return Ok(());
         }
-        let name = cell.get_name().unwrap_or_default();
-        for (n, spawn) in &st.spawners {
-            if *n == name {
-                tracing::warn!(
-                    supervisor = n,
-                    error = why,
-                    "service supervisor failed; restarting it"
-                );
-                spawn(myself.get_cell()).await?;
-            }
-        }
+        let Some(i) = st.running.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let (name, spawn) = &st.spawners[i];
+        tracing::warn!(
+            supervisor = name,
+            error = why,
+            "service supervisor failed; restarting it"
+        );
+        let id = spawn(myself.get_cell()).await?;
+        st.running.insert(id, i);
         Ok(())
     }
 }

@@ -1,0 +1,80 @@
+//! The timer service: one task per service holds every armed deadline in a
+//! heap and, when one is due, sends `Timer` to its entity through the
+//! registry (activating it if it was passivated). It also sweeps the live
+//! actors for passivation. One task per service instead of one per timer or
+//! per actor keeps spawns off the hot path.
+//!
+//! Timers are not durable here: deadlines are part of each saga's durable
+//! state, and start-up recovery re-arms them (a deadline that passed during a
+//! crash fires at once). A duplicate or stale timer is harmless: the saga acts
+//! only when its current deadline has passed.
+
+use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
+use crate::domain::Millis;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Arms timers of one service.
+pub struct TimerWheel {
+    tx: mpsc::UnboundedSender<(Millis, String)>,
+}
+
+impl TimerWheel {
+    /// Starts the wheel of a service; it stops when the service is dropped.
+    pub fn start<L: Logic>(ctx: Weak<ServiceCtx<L>>, sweep_every: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(ctx, rx, sweep_every));
+        Self { tx }
+    }
+
+    /// Delivers `Timer` to `entity` at `deadline` (ms since the epoch).
+    pub fn arm(&self, entity: &str, deadline: Millis) {
+        let _ = self.tx.send((deadline, entity.to_owned()));
+    }
+}
+
+async fn run<L: Logic>(
+    ctx: Weak<ServiceCtx<L>>,
+    mut rx: mpsc::UnboundedReceiver<(Millis, String)>,
+    sweep_every: Duration,
+) {
+    let mut heap: BinaryHeap<Reverse<(Millis, String)>> = BinaryHeap::new();
+    let mut sweep = tokio::time::interval(sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = heap.peek().map(|Reverse((d, _))| *d);
+        let sleep = match next {
+            Some(d) => Duration::from_millis((d - now_millis()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(t) => {
+                    heap.push(Reverse(t));
+                    while let Ok(t) = rx.try_recv() {
+                        heap.push(Reverse(t));
+                    }
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep(sleep), if next.is_some() => {
+                let Some(ctx) = ctx.upgrade() else { return };
+                let now = now_millis();
+                while heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
+                    if let Some(Reverse((_, entity))) = heap.pop() {
+                        if let Err(e) = ctx.send(&entity, EntityMsg::Timer, true) {
+                            tracing::warn!(entity, error = %e, "timer could not be delivered; recovery re-arms it");
+                        }
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                let Some(ctx) = ctx.upgrade() else { return };
+                ctx.sweep_idle();
+            }
+        }
+    }
+}
