@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use durasaga::config::Settings;
 use std::path::PathBuf;
 
+/// sled allocates and frees a node copy per write; mimalloc handles that
+/// churn far better than glibc's malloc (measured: see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "durasaga",

@@ -667,6 +667,25 @@ impl Runtime {
         Err(AppError::NotFound("dead letter"))
     }
 
+    /// Per database: flushes, waiters served, microseconds spent flushing.
+    pub fn flush_stats(&self) -> Vec<(&'static str, (u64, u64, u64))> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.service_dbs()
+            .iter()
+            .map(|(_, db)| {
+                let s = db.flusher.stats();
+                (
+                    db.name,
+                    (
+                        s.flushes.load(Relaxed),
+                        s.waiters.load(Relaxed),
+                        s.flush_micros.load(Relaxed),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Live entity actors per service (customer, order, saga).
     pub fn active_actors(&self) -> (usize, usize, usize) {
         (

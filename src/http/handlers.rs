@@ -372,6 +372,11 @@ pub async fn metrics(rt: &Runtime) -> Result<Response, ApiError> {
     metrics::gauge!("durasaga_inbox_depth", "service" => "order")
         .set(rt.orders.total_depth() as f64);
     metrics::gauge!("durasaga_inbox_depth", "service" => "saga").set(rt.sagas.total_depth() as f64);
+    for (name, db) in rt.flush_stats() {
+        metrics::gauge!("durasaga_flushes", "db" => name).set(db.0 as f64);
+        metrics::gauge!("durasaga_flush_waiters", "db" => name).set(db.1 as f64);
+        metrics::gauge!("durasaga_flush_busy_seconds", "db" => name).set(db.2 as f64 / 1e6);
+    }
     let text = crate::metrics::prometheus()
         .map(|h| h.render())
         .unwrap_or_default();
