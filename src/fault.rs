@@ -40,27 +40,61 @@ pub fn fsync_should_fail() -> bool {
     FSYNC_FAILS.load(SeqCst)
 }
 
-/// A named crash point: with the `failpoints` feature and
-/// `DURASAGA_CRASH_AT=<name>` in the environment, the process aborts here
-/// (as abruptly as `kill -9`) the `DURASAGA_CRASH_AFTER`-th time (default 1)
-/// it passes. Without the feature this compiles to nothing.
+/// The named crash points, in the order a message meets them.
+pub const CRASH_POINTS: &[&str] = &[
+    "after_inbox_append",
+    "after_commit_before_flush",
+    "after_commit_flush",
+    "between_handoff_and_outbox_removal",
+    "during_recovery",
+    "after_recovery",
+    "projector_checkpoint",
+];
+
+/// A named crash point (the `fail` crate). Compiled to nothing unless the
+/// `failpoints` feature is on; then [`arm_crash_point_from_env`] can make the
+/// process abort here — as abruptly as `kill -9` — the N-th time it passes.
 #[inline]
 pub fn crash_point(name: &str) {
+    fail::fail_point!(name);
+    let _ = name;
+}
+
+/// With the `failpoints` feature: reads `DURASAGA_CRASH_AT=<name>` and
+/// `DURASAGA_CRASH_AFTER=<n>` (default 1) and arms that crash point to abort
+/// the process. Returns the armed point, if any.
+pub fn arm_crash_point_from_env() -> Option<String> {
     #[cfg(feature = "failpoints")]
     {
         use std::sync::atomic::AtomicU64;
-        static PASSES: AtomicU64 = AtomicU64::new(0);
-        if std::env::var("DURASAGA_CRASH_AT").ok().as_deref() == Some(name) {
-            let after: u64 = std::env::var("DURASAGA_CRASH_AFTER")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            if PASSES.fetch_add(1, SeqCst) + 1 >= after {
-                eprintln!("durasaga: crash point {name} reached; aborting");
+        let name = std::env::var("DURASAGA_CRASH_AT").ok()?;
+        let after: u64 = std::env::var("DURASAGA_CRASH_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let passes = std::sync::Arc::new(AtomicU64::new(0));
+        let label = name.clone();
+        let armed = fail::cfg_callback(name.clone(), move || {
+            if passes.fetch_add(1, SeqCst) + 1 >= after {
+                eprintln!("durasaga: crash point {label} reached; aborting");
                 std::process::abort();
             }
-        }
+        });
+        armed.ok().map(|_| name)
     }
     #[cfg(not(feature = "failpoints"))]
-    let _ = name;
+    None
+}
+
+/// With the `failpoints` feature and `DURASAGA_TEST_SKIP_DEDUP=1`: a
+/// deliberately broken build that skips the inbox dedup check, to show the
+/// crash-cycle harness catches duplicate handling.
+pub fn skip_dedup() -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SKIP.get_or_init(|| std::env::var("DURASAGA_TEST_SKIP_DEDUP").is_ok_and(|v| v == "1"))
+    }
+    #[cfg(not(feature = "failpoints"))]
+    false
 }

@@ -10,6 +10,9 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Runs the service until a signal or an escalated failure.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = crate::metrics::prometheus();
+    if let Some(point) = crate::fault::arm_crash_point_from_env() {
+        tracing::warn!(point, "crash point armed (failpoints build)");
+    }
     let bind = settings.http.bind.clone();
     let timeout = Duration::from_millis(settings.http.shutdown_timeout_ms);
     let listener = tokio::net::TcpListener::bind(&bind)

@@ -21,7 +21,6 @@ use durasaga::config::Settings;
 use durasaga::harness::{cents, credit_violations, Client};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -1219,53 +1218,6 @@ async fn metrics_count_saga_outcomes_and_created_orders() {
             let total = cents(&c.get_customer(&cid).await.expect("customer")["availableCredit"])
                 .expect("cents");
             assert_eq!(total, 100);
-        })
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diag_depth() {
-    with_app(json!({}), |app| {
-        Box::pin(async move {
-            let c = &app.client;
-            let mut cs = Vec::new();
-            for i in 0..8 {
-                cs.push(create_customer(c, &format!("d{i}"), "30.00").await);
-            }
-            let futs = (0..400).map(|i| {
-                let cid = cs[i % 8].clone();
-                async move { post_order(c, &cid, "1.00").await }
-            });
-            futures::stream::iter(futs)
-                .buffer_unordered(32)
-                .collect::<Vec<_>>()
-                .await;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let r = c
-                    .http
-                    .get(format!("{}/metrics", c.url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                let lines: Vec<&str> = r
-                    .lines()
-                    .filter(|l| l.starts_with("durasaga_inbox_depth"))
-                    .collect();
-                if lines.iter().all(|l| l.ends_with(" 0")) {
-                    eprintln!("DIAG drained");
-                    break;
-                }
-                if Instant::now() > deadline {
-                    eprintln!("DIAG not drained: {lines:?}");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         })
     })
     .await;

@@ -34,7 +34,7 @@ const KILL_AFTER_ORDERS: usize = 200;
 /// ... and this many cancels were acknowledged.
 const KILL_AFTER_CANCELS: usize = 25;
 /// How long anything may take to settle after the restart.
-const DEADLINE: Duration = Duration::from_secs(20);
+const DEADLINE: Duration = Duration::from_secs(120);
 const PARALLELISM: usize = 32;
 
 /// The order total of request `n`: 1.00–10.00.
@@ -450,45 +450,56 @@ async fn served_views(client: &Client, customers: &[String]) -> BTreeMap<String,
     views
 }
 
-/// Waits until no service has a pending inbox entry (per `/metrics`).
-async fn quiescent(client: &Client) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let text = client
-            .http
-            .get(format!("{}/metrics", client.url))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-            .expect("metrics parse");
-        let depth: f64 = scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == "durasaga_inbox_depth")
-            .map(|s| match s.value {
+/// The `durasaga_inbox_depth` gauges of `/metrics`, by service.
+async fn inbox_depths(client: &Client) -> BTreeMap<String, f64> {
+    let text = client
+        .http
+        .get(format!("{}/metrics", client.url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}"));
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "durasaga_inbox_depth")
+        .map(|s| {
+            let v = match s.value {
                 prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum();
-        if depth == 0.0 {
-            return;
+                ref other => panic!("durasaga_inbox_depth is not a gauge: {other:?}"),
+            };
+            (s.labels.get("service").unwrap_or("?").to_owned(), v)
+        })
+        .collect()
+}
+
+/// Every order and saga of the (restarted) child, once all have ended.
+async fn settle_everything(client: &Client) -> Vec<(String, Value, Option<Value>, Option<Value>)> {
+    let listed = client.list_all("/orders", "orders").await.expect("orders");
+    let ids: Vec<String> = listed
+        .iter()
+        .filter_map(|o| o["orderId"].as_str().map(str::to_owned))
+        .collect();
+    par_map(ids, |id| {
+        let client = client.clone();
+        async move {
+            let order = settled(&client, &id).await;
+            let create = ended_saga(&client, &id).await;
+            let cancel = ended_saga(&client, &format!("{id}:cancel")).await;
+            // Re-read: the cancel saga may have moved the order meanwhile.
+            let order = if cancel.is_some() {
+                settled(&client, &id).await
+            } else {
+                order
+            };
+            (id, order, create, cancel)
         }
-        if Instant::now() > deadline {
-            eprintln!(
-                "DIAG inboxes never drain: {depth}\n{}",
-                text.lines()
-                    .filter(|l| l.contains("inbox_depth"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,23 +560,7 @@ async fn views_and_cancels_survive_kill9_and_rebuild_equal() {
     );
 
     // Every order ends; every cancel saga ends, CANCELLED.
-    let ids: Vec<String> = listed_ids.iter().map(|s| s.to_string()).collect();
-    let results = par_map(ids, |id| {
-        let client = client.clone();
-        async move {
-            let order = settled(&client, &id).await;
-            let create = ended_saga(&client, &id).await;
-            let cancel = ended_saga(&client, &format!("{id}:cancel")).await;
-            // Re-read: the cancel saga may have moved the order meanwhile.
-            let order = if cancel.is_some() {
-                settled(&client, &id).await
-            } else {
-                order
-            };
-            (id, order, create, cancel)
-        }
-    })
-    .await;
+    let results = settle_everything(&client).await;
     let mut problems = Vec::new();
     let mut cancelled = 0;
     for (id, order, create, cancel) in &results {
@@ -666,7 +661,6 @@ async fn views_and_cancels_survive_kill9_and_rebuild_equal() {
 
     // The view catches up with the orders; remember what it serves.
     let before = caught_up_views(&client, &customers, &orders).await;
-    quiescent(&client).await;
     terminate(&mut server);
 
     // ----------------------------------------------- check, rebuild, check
@@ -698,4 +692,46 @@ async fn views_and_cancels_survive_kill9_and_rebuild_equal() {
         sagas.len(),
         started.elapsed()
     );
+}
+
+/// DESIGN.md §4 promises a mailbox-depth metric: once every saga has ended
+/// after a kill -9 and restart, no inbox holds anything, so every
+/// `durasaga_inbox_depth` gauge must come back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: after a restart with work in flight, durasaga_inbox_depth{service=\"saga\"} stays above 0 forever although every inbox is consumed (`durasaga check` finds no pending inbox); recovery seems to count entries twice: recover_service() adds each pending inbox's depth while relays of services recovered earlier already appended (and counted via Endpoint::wake) entries for the same entities (src/actors/handle.rs Runtime::recover / recover_service)"]
+async fn inbox_depth_gauges_drain_after_kill9_recovery() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_durasaga"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_child(exe, dir.path());
+    let client = ready(&server).await;
+    let mut customers = Vec::new();
+    for i in 0..CUSTOMERS {
+        customers.push(
+            client
+                .create_customer(&format!("depth {i}"), LIMIT)
+                .await
+                .expect("create customer"),
+        );
+    }
+    let burst = burst_and_kill(&mut server, &client, &customers).await;
+    assert!(burst.problems.is_empty(), "{:#?}", burst.problems);
+
+    let mut server = start_child(exe, dir.path());
+    let client = ready(&server).await;
+    let results = settle_everything(&client).await;
+    assert!(!results.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let depths = inbox_depths(&client).await;
+        if depths.values().all(|d| *d == 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every saga ended, but the inbox depth gauges stay at {depths:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    terminate(&mut server);
+    assert_check_clean(exe, dir.path(), "after the restart");
 }

@@ -572,7 +572,7 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                     attempts: 1,
                     at: cx.now,
                 }),
-                Ok(env) if rec.has_seen(env.id) => {
+                Ok(env) if rec.has_seen(env.id) && !crate::fault::skip_dedup() => {
                     tracing::debug!(entity = %st.id, id = %env.id, kind = %env.kind, "duplicate dropped");
                     metrics::counter!("durasaga_duplicates_dropped_total", "service" => L::SERVICE.name()).increment(1);
                 }
@@ -637,6 +637,10 @@ async fn commit<L: Logic>(
     rec.outbox.extend(out.iter().cloned());
     rec.handled += 1;
     let ticket = st.ctx.db.save(&st.id, rec)?;
+    crate::fault::crash_point("after_commit_before_flush");
+    if L::SERVICE == Service::View {
+        crate::fault::crash_point("projector_checkpoint");
+    }
     st.ctx.db.durable(ticket).await?;
     crate::fault::crash_point("after_commit_flush");
     if !out.is_empty() {

@@ -240,6 +240,7 @@ impl Runtime {
         let started = Instant::now();
         let mut r = RecoveryReport::default();
         recover_service(&self.customers, &mut r)?;
+        crate::fault::crash_point("during_recovery");
         recover_service(&self.orders, &mut r)?;
         recover_service(&self.sagas, &mut r)?;
         recover_service(&self.views, &mut r)?;

@@ -58,7 +58,12 @@ impl Logic for CustomerLogic {
             return;
         }
         let reply = match state.as_mut() {
-            Some(c) => c.handle(&cmd),
+            Some(c) => {
+                if crate::fault::skip_dedup() {
+                    c.forget_decision_for_fault_injection(&order_id);
+                }
+                c.handle(&cmd)
+            }
             None => customer::handle_missing(&cmd),
         };
         let payload = match reply {

@@ -86,6 +86,14 @@ impl Customer {
         self.reservations.iter()
     }
 
+    /// Forgets the decision taken for `order` without returning its credit.
+    /// Only for the deliberately broken build of the crash-cycle harness
+    /// (`DURASAGA_TEST_SKIP_DEDUP`): it makes a duplicate reserve count twice.
+    #[doc(hidden)]
+    pub fn forget_decision_for_fault_injection(&mut self, order: &OrderId) {
+        self.reservations.remove(order);
+    }
+
     /// Decides and applies a command. Never fails: every outcome is a reply.
     pub fn handle(&mut self, cmd: &CustomerCommand) -> CustomerReply {
         match cmd {
