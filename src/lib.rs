@@ -39,6 +39,8 @@
 //! `domain` imports no tokio, sled, ractor or warp; `http` never imports
 //! `persistence`; `persistence` never imports `actors`.
 #![recursion_limit = "512"]
+// No unwrap or expect on data from the network or the disk (tests may).
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod actors;
 pub mod check;
