@@ -114,6 +114,11 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn deadline(&self, _state: &Option<Self::State>) -> Option<Millis> {
         None
     }
+    /// Whether the entity is done for now (a terminal saga, a settled order):
+    /// it is passivated as soon as its outbox is delivered.
+    fn finished(&self, _state: &Option<Self::State>) -> bool {
+        false
+    }
     /// Called after every durable commit (notifications).
     fn after_commit(&self, _id: &str, _state: &Option<Self::State>) {}
     /// A short description for logs when an injected fault should fire.
@@ -514,6 +519,19 @@ impl<L: Logic> Actor for EntityActor<L> {
             }
         }
         arm_timer(st);
+        // A finished entity whose messages are all delivered has nothing left
+        // to do: passivate now instead of holding memory until the idle sweep.
+        let done = st.rec.as_ref().is_some_and(|r| {
+            st.ctx.logic.finished(&r.state) && r.outbox.iter().all(|e| st.delivered.contains(&e.id))
+        });
+        if done
+            && st
+                .ctx
+                .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
+        {
+            passivate(st)?;
+            myself.stop(None);
+        }
         Ok(())
     }
 }

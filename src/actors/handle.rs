@@ -106,8 +106,10 @@ impl<L: Logic> Endpoint for Ep<L> {
     fn db(&self) -> &ServiceDb {
         &self.0.db
     }
-    fn wake(&self, entity: &str, n: u64) {
+    fn expect(&self, entity: &str, n: u64) {
         self.0.add_depth(entity, n);
+    }
+    fn wake(&self, entity: &str) {
         if let Err(e) = self.0.send(entity, EntityMsg::Wake, true) {
             tracing::error!(error = %e, entity, "cannot wake entity; it resumes at the next message or restart");
         }
@@ -239,11 +241,17 @@ impl Runtime {
     fn recover(&self) -> Result<RecoveryReport, AppError> {
         let started = Instant::now();
         let mut r = RecoveryReport::default();
-        recover_service(&self.customers, &mut r)?;
+        // Scan everything first, then act: a relay resending a recovered
+        // outbox must not append to an inbox that is still being counted.
+        let c = recover_service(&self.customers, &mut r)?;
         crate::fault::crash_point("during_recovery");
-        recover_service(&self.orders, &mut r)?;
-        recover_service(&self.sagas, &mut r)?;
-        recover_service(&self.views, &mut r)?;
+        let o = recover_service(&self.orders, &mut r)?;
+        let s = recover_service(&self.sagas, &mut r)?;
+        let v = recover_service(&self.views, &mut r)?;
+        c()?;
+        o()?;
+        s()?;
+        v()?;
         r.millis = started.elapsed().as_millis();
         Ok(r)
     }
@@ -652,6 +660,12 @@ impl Runtime {
                 });
             };
             env.id = super::entity::new_envelope_id();
+            match svc {
+                Service::Customer => self.customers.add_depth(&dl.entity, 1),
+                Service::Order => self.orders.add_depth(&dl.entity, 1),
+                Service::Saga => self.sagas.add_depth(&dl.entity, 1),
+                Service::View => self.views.add_depth(&dl.entity, 1),
+            }
             let (_, ticket) = db.inbox_append(&env)?;
             db.durable(ticket).await?;
             let entity = dl.entity.clone();
@@ -750,10 +764,12 @@ fn page<T>(
     }
 }
 
+/// Scans one service for pending work and returns what resumes it: hand the
+/// outboxes to the relay and wake the entities.
 fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
     r: &mut RecoveryReport,
-) -> Result<(), AppError> {
+) -> Result<impl FnOnce() -> Result<(), AppError>, AppError> {
     let heads = ctx.db.inbox_heads()?;
     let mut outbox = Vec::new();
     let mut wake = Vec::new();
@@ -789,11 +805,14 @@ fn recover_service<L: Logic>(
     }
     r.outbox_envelopes += outbox.len();
     r.entities_woken += wake.len();
-    if !outbox.is_empty() {
-        ctx.relay.send_recovered(outbox);
-    }
-    for id in wake {
-        ctx.send(&id, EntityMsg::Wake, true)?;
-    }
-    Ok(())
+    let ctx = ctx.clone();
+    Ok(move || {
+        if !outbox.is_empty() {
+            ctx.relay.send_recovered(outbox);
+        }
+        for id in wake {
+            ctx.send(&id, EntityMsg::Wake, true)?;
+        }
+        Ok(())
+    })
 }

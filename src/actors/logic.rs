@@ -266,11 +266,18 @@ impl Logic for OrderLogic {
             OrderCmd::Cancel => {
                 let rec = state.as_mut().ok_or(OrderError::NotFound)?;
                 let current = fold(rec).ok_or(OrderError::NotFound)?;
-                if rec.cancel_requested || current.state == crate::domain::OrderState::Cancelled {
+                // A retried cancel while the CancelOrder saga runs answers the
+                // order; a CANCELLED order is refused (409) like any non-APPROVED one.
+                if rec.cancel_requested && current.state == crate::domain::OrderState::Approved {
                     return Ok(rec.clone());
                 }
-                // Checks the transition is legal now; the saga applies it later.
-                order::decide(Some(&current), &OrderCommand::Cancel)?;
+                // Only an APPROVED order can be cancelled; the saga applies it later.
+                if current.state != crate::domain::OrderState::Approved {
+                    return Err(OrderError::IllegalTransition {
+                        command: "cancel",
+                        state: current.state.as_str(),
+                    });
+                }
                 rec.cancel_requested = true;
                 let saga_id = SagaId::cancel_order(&oid);
                 cx.send(
@@ -290,6 +297,15 @@ impl Logic for OrderLogic {
 
     fn after_commit(&self, id: &str, _state: &Option<OrderRecord>) {
         self.watchers.notify(id);
+    }
+
+    fn finished(&self, state: &Option<OrderRecord>) -> bool {
+        let Some(rec) = state else { return true };
+        match fold(rec).map(|o| o.state) {
+            Some(crate::domain::OrderState::Approved) => !rec.cancel_requested,
+            Some(crate::domain::OrderState::Pending) | None => false,
+            Some(_) => true,
+        }
     }
 }
 
@@ -417,6 +433,10 @@ impl Logic for SagaLogic {
 
     fn on_timer(&self, cx: &mut Cx, _id: &str, state: &mut Option<SagaState>) -> bool {
         self.apply(cx, state, SagaInput::Timer)
+    }
+
+    fn finished(&self, state: &Option<SagaState>) -> bool {
+        state.as_ref().is_some_and(|s| s.phase.is_terminal())
     }
 
     fn deadline(&self, state: &Option<SagaState>) -> Option<Millis> {

@@ -24,8 +24,11 @@ use tokio::sync::mpsc;
 /// A receiving service as the relay sees it.
 pub trait Endpoint: Send + Sync {
     fn db(&self) -> &ServiceDb;
-    /// `n` entries were durably appended to `entity`'s inbox.
-    fn wake(&self, entity: &str, n: u64);
+    /// `n` entries are about to be appended to `entity`'s inbox (counted
+    /// before the append, so the consumer can never subtract them first).
+    fn expect(&self, entity: &str, n: u64);
+    /// New entries are in `entity`'s inbox.
+    fn wake(&self, entity: &str);
     /// These outbox envelopes of `entity` are durable at their receivers.
     fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool);
 }
@@ -132,6 +135,14 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
     let mut woken: HashMap<(Service, &str), u64> = HashMap::new();
     let mut senders: HashMap<&str, Vec<u128>> = HashMap::new();
     for env in &batch {
+        *woken
+            .entry((env.to.service, env.to.entity.as_str()))
+            .or_insert(0) += 1;
+    }
+    for ((svc, entity), n) in &woken {
+        eps.get(*svc).expect(entity, *n);
+    }
+    for env in &batch {
         let db = eps.get(env.to.service).db();
         let mut backoff = Duration::from_millis(10);
         let ticket = loop {
@@ -154,8 +165,8 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
             .push(env.id);
     }
     crate::fault::crash_point("after_inbox_append");
-    for ((svc, entity), n) in woken {
-        eps.get(svc).wake(entity, n);
+    for (svc, entity) in woken.keys() {
+        eps.get(*svc).wake(entity);
     }
     for (svc, ticket) in tickets {
         let db = eps.get(svc).db();
