@@ -421,8 +421,7 @@ async fn inbox_entries_never_leak_between_prefix_sharing_entities() {
 /// meanwhile advanced its `inbox_cursor` past the higher sequence then never
 /// sees the lower entry: an acknowledged message is skipped forever.
 ///
-/// Ignored because it demonstrates an open bug (reported, not fixed here).
-/// Run with `cargo test --test persistence_conformance -- --ignored`.
+/// Fixed: sequence and insert now happen under one lock per database.
 #[test]
 fn concurrent_appends_to_one_entity_are_never_skipped_by_a_consumer() {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -692,13 +691,8 @@ async fn durable_writes_are_there_after_reopening_the_store() {
 }
 
 /// Dropping a `Store` (no `close`) and opening the same directory again.
-///
-/// Ignored because it demonstrates an open bug (reported, not fixed here):
-/// each `Flusher` thread holds a clone of its `sled::Db` and, through its
-/// `Arc<Inner>`, the very `mpsc::Sender` it waits on, so the thread never ends
-/// unless `stop()` is called. Dropping a `Store` therefore never closes the
-/// databases: the sled file lock stays held and `Store::open` on the same
-/// directory fails with "could not acquire lock" (and the threads leak).
+/// Fixed: the flusher thread holds no sender of its own channel, and the
+/// last flusher handle joins the thread when it is dropped.
 #[tokio::test]
 async fn dropping_a_store_releases_the_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -716,17 +710,14 @@ async fn dropping_a_store_releases_the_database() {
             .unwrap();
         store.order.durable(t).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let store = Store::open(dir.path(), Durability::Flush, CACHE).expect("reopen after drop");
     assert_eq!(store.order.load::<u8>("o-1").unwrap().state, Some(1));
 }
 
 /// `Store::close` followed at once by `Store::open` of the same directory.
 ///
-/// Ignored because it demonstrates an open bug (reported, not fixed here):
-/// `close` stops the flusher threads but does not join them; each still holds
-/// a `sled::Db` clone (and does a final flush), so the file lock is released
-/// only some time after `close` returns and an immediate reopen can fail.
+/// `close` joins the flusher threads (each holds a `sled::Db` clone and makes
+/// a final flush), so the lock is released by the time it returns.
 #[tokio::test]
 async fn reopen_right_after_close() {
     let dir = tempfile::tempdir().unwrap();
@@ -761,8 +752,6 @@ async fn reopen_right_after_close() {
 /// their flushers*; each flusher thread keeps its `sled::Db` (and lock)
 /// forever. Every later `Store::open` of that directory then fails, even
 /// once the original obstacle is gone, until the process exits.
-///
-/// Ignored because it demonstrates an open bug (reported, not fixed here).
 #[tokio::test]
 async fn store_open_failing_part_way_releases_what_it_opened() {
     let dir = tempfile::tempdir().unwrap();
@@ -779,7 +768,6 @@ async fn store_open_failing_part_way_releases_what_it_opened() {
     assert!(err.to_string().contains("order"), "{err}");
     drop(blocker);
     wait_until_unlocked_only(&dir.path().join("order"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let store = Store::open(dir.path(), Durability::Flush, CACHE)
         .expect("open once the blocker is gone (customer is still held by the leaked flusher)");
     close_and_wait(store);
@@ -1330,7 +1318,7 @@ fn run_fsync_child(scenario: &str) -> std::process::Output {
 /// fails with `NotFound`, which `flush_once` treats as a failed fsync and
 /// exits the process with status 75, during normal operation.
 ///
-/// Ignored because it demonstrates an open bug (reported, not fixed here).
+/// Fixed: a file that vanished between listing and opening has nothing to sync.
 #[test]
 fn fsync_mode_survives_sled_deleting_blob_files() {
     let out = run_fsync_child("big-records");
@@ -1347,7 +1335,7 @@ fn fsync_mode_survives_sled_deleting_blob_files() {
 /// them. If the directory is removed right after `close` returns, that final
 /// fsync fails and the process exits with status 75.
 ///
-/// Ignored because it demonstrates an open bug (reported, not fixed here).
+/// Fixed: `close` joins the flusher threads.
 #[test]
 fn fsync_after_close_does_not_exit_the_process() {
     // Racy by nature: a few attempts make it fail reliably when the bug is there.

@@ -68,6 +68,20 @@ struct Handle {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+impl Drop for Handle {
+    /// The last clone is gone: let the thread make its final flush and wait
+    /// for it, so the database is released when the store is dropped.
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The group-commit flusher of one sled database. Cheap to clone.
 #[derive(Clone)]
 pub struct Flusher {

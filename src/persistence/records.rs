@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 /// How many recent envelope ids an entity remembers for deduplication. Beyond
 /// the window, duplicates are still harmless: every handler is idempotent per
 /// order (see `domain`).
-pub const SEEN_WINDOW: usize = 256;
+pub const SEEN_WINDOW: usize = 64;
 
 /// The stored form of one entity of any service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
