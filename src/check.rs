@@ -81,6 +81,23 @@ pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let sagas: Vec<(String, EntityRecord<SagaState>)> = scan_all(&store.saga, &mut v)?;
     let views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;
 
+    let undelivered: usize = customers.iter().map(|(_, r)| r.outbox.len()).sum::<usize>()
+        + orders.iter().map(|(_, r)| r.outbox.len()).sum::<usize>()
+        + sagas.iter().map(|(_, r)| r.outbox.len()).sum::<usize>()
+        + views.iter().map(|(_, r)| r.outbox.len()).sum::<usize>();
+    if undelivered > 0 {
+        v.push(Violation {
+            invariant: "no undelivered message after quiescence",
+            detail: format!(
+                "{undelivered} messages are still in outboxes (customer {}, order {}, saga {}, view {}); not quiescent: restart and let it drain",
+                customers.iter().map(|(_, r)| r.outbox.len()).sum::<usize>(),
+                orders.iter().map(|(_, r)| r.outbox.len()).sum::<usize>(),
+                sagas.iter().map(|(_, r)| r.outbox.len()).sum::<usize>(),
+                views.iter().map(|(_, r)| r.outbox.len()).sum::<usize>(),
+            ),
+        });
+    }
+
     let by_customer: HashMap<&str, &Customer> = customers
         .iter()
         .filter_map(|(id, r)| r.state.as_ref().map(|c| (id.as_str(), c)))

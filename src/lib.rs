@@ -17,6 +17,7 @@
 //! - [`serve`], [`demo`], [`loadgen`], [`harness`]: the binary's commands and
 //!   the child-process driver the demos, crash tests and load generator share.
 //! - [`check`]: offline invariant checker and view rebuild over a data dir.
+//! - [`scale`]: `durasaga fill`, data directories of a given size for the scale checks.
 //! - [`fault`]: injected faults and named crash points (demos and tests).
 //! - [`metrics`]: the Prometheus recorder.
 //!
@@ -53,4 +54,5 @@ pub mod http;
 pub mod loadgen;
 pub mod metrics;
 pub mod persistence;
+pub mod scale;
 pub mod serve;

@@ -87,6 +87,19 @@ enum Command {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Write a data directory of a given size (scale checks; the service must be stopped).
+    Fill {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        /// Settled (APPROVED) orders, with their sagas and views.
+        #[arg(long, default_value_t = 1_000_000)]
+        orders: usize,
+        /// Sagas in flight (ReserveCredit still in the saga's outbox, as after a crash).
+        #[arg(long, default_value_t = 0)]
+        in_flight: usize,
+    },
     /// Narrated demonstrations.
     Demo {
         #[command(subcommand)]
@@ -219,6 +232,27 @@ fn main() -> anyhow::Result<()> {
         Command::RebuildView { data_dir } => {
             let n = durasaga::check::rebuild_view(&data_dir)?;
             println!("rebuilt the order-history view of {n} customers");
+            Ok(())
+        }
+        Command::Fill {
+            data_dir,
+            customers,
+            orders,
+            in_flight,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let started = std::time::Instant::now();
+            let f = durasaga::scale::fill(&data_dir, customers, orders, in_flight, now)?;
+            println!(
+                "wrote {} customers, {} settled orders, {} sagas in flight in {:.1} s",
+                f.customers,
+                f.settled_orders,
+                f.in_flight,
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Demo { which } => {

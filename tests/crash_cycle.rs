@@ -14,7 +14,9 @@
 //!   checks it died of SIGABRT after printing that crash point;
 //! - `stop_cont_kill` / `stop_cont_term`: SIGSTOP for several reply timeouts,
 //!   SIGCONT (timeouts fire, steps are retried, duplicates reach the
-//!   customers), then SIGKILL, or SIGTERM and a clean exit 0;
+//!   customers), then SIGKILL, or SIGTERM and a clean exit 0. Half of them
+//!   are a stutter instead: many pauses longer than the reply timeout with
+//!   short runs between, in a child whose reply timeout is 15 ms;
 //! - `recovery_kill`: SIGKILL a random time after spawn, scaled to the last
 //!   start-up, so that it lands before or during start-up recovery.
 //!
@@ -24,8 +26,15 @@
 //! terminal, then checks: every acknowledged order exists with its customer
 //! and total, no order exists that no client asked for, each order agrees
 //! with its sagas, every acknowledged cancel ended CANCELLED, per-customer
-//! credit adds up, the order-history view matches the orders; then SIGTERM
-//! (exit 0 expected) and `durasaga check --data-dir` must report 0 violations.
+//! credit adds up, the order-history view matches the orders; it waits until
+//! every entity actor has passivated (delivered messages leave the outboxes),
+//! then SIGTERM (exit 0 expected) and `durasaga check --data-dir` must report
+//! 0 violations.
+//!
+//! The binary under test is copied into the run's directory first and checked
+//! to have crash points, so a concurrent `cargo build` without the feature
+//! cannot swap it mid-run. A failing run keeps that directory (data and one
+//! log per child) and prints the seed.
 //!
 //! Run: `cargo test --features failpoints --test crash_cycle -- --nocapture`.
 //! `DURASAGA_SEED` replays a run's choices, `DURASAGA_CYCLES` sets the
@@ -66,12 +75,19 @@ const CANCEL_SHARE: f64 = 0.15;
 /// Share of POST /orders sent with `Prefer: wait=2` (to learn APPROVED).
 const WAIT_SHARE: f64 = 0.3;
 const REPLY_TIMEOUT_MS: u64 = 300;
+/// The reply timeout of a stutter cycle's child: shorter than a saga step's
+/// round trip under load in a debug build, so steps time out and compensate.
+const STUTTER_REPLY_TIMEOUT_MS: u64 = 15;
 /// The child's saga settings: short timeouts so that SIGSTOP makes them fire.
 const CHILD_ENV: &[(&str, &str)] = &[
     ("DURASAGA__SAGA__REPLY_TIMEOUT_MS", "300"),
     ("DURASAGA__SAGA__MAX_ATTEMPTS", "3"),
     ("DURASAGA__SAGA__BACKOFF_BASE_MS", "20"),
     ("DURASAGA__SAGA__BACKOFF_MAX_MS", "100"),
+    // Idle entities passivate (and trim delivered messages from their
+    // outboxes) after 1 s instead of 10 s: passivation and reactivation
+    // happen under the crashes too, and the final drain is quick.
+    ("DURASAGA__ACTORS__IDLE_TIMEOUT_MS", "1000"),
     ("NO_COLOR", "1"),
 ];
 /// The child's log filter unless `DURASAGA_CHILD_LOG` is set: warnings, plus
@@ -472,6 +488,7 @@ struct Tally {
     cancel_ok: usize,
     cancel_failed: usize,
     cancel_unknown: usize,
+    cancel_done_earlier: usize,
 }
 
 /// The answer to one HTTP request.
@@ -522,8 +539,15 @@ struct OpCtx {
 }
 
 enum Op {
-    Create { i: usize, wait: bool },
-    Cancel(String),
+    Create {
+        i: usize,
+        wait: bool,
+    },
+    /// `retry`: an earlier send of this cancel had an unknown outcome.
+    Cancel {
+        id: String,
+        retry: bool,
+    },
 }
 
 impl OpCtx {
@@ -543,14 +567,14 @@ impl OpCtx {
         if let Some((id, c)) = l.cancel_retry.front().cloned() {
             if c < self.cycle {
                 l.cancel_retry.pop_front();
-                return Op::Cancel(id);
+                return Op::Cancel { id, retry: true };
             }
         }
         if self.cancels && !l.approved.is_empty() && rng.gen_bool(CANCEL_SHARE) {
             let k = rng.gen_range(0..l.approved.len());
             let id = l.approved.swap_remove(k);
             l.cancels.insert(id.clone(), false);
-            return Op::Cancel(id);
+            return Op::Cancel { id, retry: false };
         }
         let customer = if rng.gen_bool(0.03) {
             GHOST.to_owned()
@@ -574,7 +598,7 @@ impl OpCtx {
     async fn run(&self, op: Op) {
         match op {
             Op::Create { i, wait } => self.create(i, wait).await,
-            Op::Cancel(id) => self.cancel(id).await,
+            Op::Cancel { id, retry } => self.cancel(id, retry).await,
         }
     }
 
@@ -661,7 +685,7 @@ impl OpCtx {
         }
     }
 
-    async fn cancel(&self, id: String) {
+    async fn cancel(&self, id: String, retry: bool) {
         self.lock().tally.cancel_sent += 1;
         let req = self
             .client
@@ -669,8 +693,24 @@ impl OpCtx {
             .post(format!("{}/orders/{id}/cancel", self.client.url));
         let answer = send(req).await;
         let healthy = !self.disrupted.load(SeqCst);
+        // A resent cancel whose first send took effect finds the order
+        // CANCELLED, which is refused with 409: that resolves it as done.
+        let earlier_took_effect = match &answer {
+            Answer::Status(409, _) if retry => self
+                .client
+                .get_order(&id, 0)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|o| o["orderState"] == "CANCELLED"),
+            _ => false,
+        };
         let mut l = self.lock();
         match answer {
+            Answer::Status(409, _) if earlier_took_effect => {
+                l.tally.cancel_done_earlier += 1;
+                l.cancels.insert(id, true);
+            }
             Answer::Status(200, body) => {
                 l.tally.cancel_ok += 1;
                 l.cancels.insert(id.clone(), true);
@@ -691,7 +731,7 @@ impl OpCtx {
             }
             Answer::Status(s, body) => {
                 // 409 included: the order was seen APPROVED, and only its
-                // cancel (idempotent, answered 200) can change that.
+                // cancel can change that.
                 l.tally.cancel_failed += 1;
                 l.violations.push(format!(
                     "cancel of order {id}, seen APPROVED, answered {s}: {body}"
@@ -717,15 +757,18 @@ async fn client_task(ctx: Arc<OpCtx>, mut rng: StdRng) {
     }
 }
 
-/// Sum of `durasaga_duplicates_dropped_total` over its labels.
-fn duplicates_dropped(text: &str) -> f64 {
+/// Sum of a Prometheus metric over its labels (0 if absent).
+fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with("durasaga_duplicates_dropped_total"))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-async fn read_duplicates(client: &Client) -> Option<f64> {
+async fn metrics_text(client: &Client) -> Option<String> {
     let r = client
         .http
         .get(format!("{}/metrics", client.url))
@@ -736,7 +779,15 @@ async fn read_duplicates(client: &Client) -> Option<f64> {
     if !r.status().is_success() {
         return None;
     }
-    Some(duplicates_dropped(&r.text().await.ok()?))
+    r.text().await.ok()
+}
+
+async fn read_metric(client: &Client, name: &str) -> Option<f64> {
+    Some(metric_sum(&metrics_text(client).await?, name))
+}
+
+async fn read_duplicates(client: &Client) -> Option<f64> {
+    read_metric(client, "durasaga_duplicates_dropped_total").await
 }
 
 /// The clients of one cycle, and a poller of the duplicate counter.
@@ -772,6 +823,7 @@ struct RunStats {
     recovery_kills_before_ready: usize,
     recovery_kills_after_ready: usize,
     sigstops: usize,
+    stutters: usize,
     stopped_ms: u128,
     clean_exits: usize,
     dups_dropped: f64,
@@ -827,7 +879,7 @@ impl Harness {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spawn(&mut self, crash: Option<(&str, u64)>) -> Result<Proc, String> {
+    fn spawn(&mut self, crash: Option<(&str, u64)>, starved: bool) -> Result<Proc, String> {
         self.incarnation += 1;
         let log = self.logs.join(format!("child-{:04}.log", self.incarnation));
         let mut env: Vec<(String, String)> = CHILD_ENV
@@ -838,6 +890,12 @@ impl Harness {
         if let Some((point, after)) = crash {
             env.push(("DURASAGA_CRASH_AT".into(), point.into()));
             env.push(("DURASAGA_CRASH_AFTER".into(), after.to_string()));
+        }
+        if starved {
+            env.push((
+                "DURASAGA__SAGA__REPLY_TIMEOUT_MS".into(),
+                STUTTER_REPLY_TIMEOUT_MS.to_string(),
+            ));
         }
         Proc::spawn(&self.exe, &self.data, &log, &env)
     }
@@ -925,7 +983,11 @@ impl Harness {
             Kind::CrashPoint(point) => Some((*point, crash_after(&mut self.rng, point))),
             _ => None,
         };
-        let mut p = self.spawn(crash)?;
+        // Half the SIGSTOP cycles are a stutter run with a reply timeout
+        // shorter than a round trip: steps run out of attempts and compensate.
+        let stutter =
+            matches!(kind, Kind::StopContKill | Kind::StopContTerm) && self.rng.gen_bool(0.5);
+        let mut p = self.spawn(crash, stutter)?;
         *self.stats.crashes.entry(kind.family()).or_default() += 1;
 
         if *kind == Kind::RecoveryKill {
@@ -1028,17 +1090,44 @@ impl Harness {
                 let before = self.ms(200, 1000);
                 self.watch(&mut p, before, &what).await?;
                 load.ctx.disrupted.store(true, SeqCst);
-                p.signal("STOP")?;
-                let stopped = self.ms(REPLY_TIMEOUT_MS * 2, REPLY_TIMEOUT_MS * 5);
-                tokio::time::sleep(stopped).await;
-                p.signal("CONT")?;
-                self.stats.sigstops += 1;
-                self.stats.stopped_ms += stopped.as_millis();
+                let pause = if !stutter {
+                    // One long pause: every reply deadline passes at once.
+                    let stopped = self.ms(REPLY_TIMEOUT_MS * 2, REPLY_TIMEOUT_MS * 5);
+                    p.signal("STOP")?;
+                    tokio::time::sleep(stopped).await;
+                    p.signal("CONT")?;
+                    self.stats.sigstops += 1;
+                    self.stats.stopped_ms += stopped.as_millis();
+                    format!("SIGSTOP for {stopped:?}")
+                } else {
+                    // A stutter (a starved process): short runs between
+                    // pauses longer than the reply timeout; with the short
+                    // reply timeout of this child, steps time out again and
+                    // again, run out of attempts and compensate.
+                    let span = self.ms(1500, 3000);
+                    let end = Instant::now() + span;
+                    let mut pulses = 0;
+                    while Instant::now() < end {
+                        let stopped = self.ms(REPLY_TIMEOUT_MS + 50, REPLY_TIMEOUT_MS * 2);
+                        let run = self.ms(5, 60);
+                        p.signal("STOP")?;
+                        tokio::time::sleep(stopped).await;
+                        p.signal("CONT")?;
+                        self.stats.sigstops += 1;
+                        self.stats.stopped_ms += stopped.as_millis();
+                        pulses += 1;
+                        self.watch(&mut p, run, &what).await?;
+                    }
+                    self.stats.stutters += 1;
+                    format!(
+                        "SIGSTOP/SIGCONT stutter ({pulses} pauses over {span:?}, reply timeout {STUTTER_REPLY_TIMEOUT_MS} ms)"
+                    )
+                };
                 let after = self.ms(500, 1500);
                 self.watch(&mut p, after, &what).await?;
                 if *kind == Kind::StopContKill {
                     self.kill_under_load(&mut p, load, &client).await?;
-                    format!("SIGSTOP for {stopped:?} after {before:?}, SIGCONT, SIGKILL {after:?} later")
+                    format!("{pause} after {before:?}, SIGKILL {after:?} after SIGCONT")
                 } else {
                     let fresh = read_duplicates(&client).await;
                     p.signal("TERM")?;
@@ -1053,9 +1142,7 @@ impl Harness {
                     let polled = load.finish().await?;
                     self.add_dups(fresh.or(polled));
                     self.stats.clean_exits += 1;
-                    format!(
-                        "SIGSTOP for {stopped:?} after {before:?}, SIGCONT, SIGTERM {after:?} later: exit 0"
-                    )
+                    format!("{pause} after {before:?}, SIGTERM {after:?} after SIGCONT: exit 0")
                 }
             }
             Kind::RecoveryKill => unreachable!("handled above"),
@@ -1087,7 +1174,11 @@ impl Harness {
                     .map(|(i, _)| Op::Create { i, wait: false })
                     .collect();
                 l.tally.create_resent += ops.len();
-                ops.extend(l.cancel_retry.drain(..).map(|(id, _)| Op::Cancel(id)));
+                ops.extend(
+                    l.cancel_retry
+                        .drain(..)
+                        .map(|(id, _)| Op::Cancel { id, retry: true }),
+                );
                 ops
             };
             if ops.is_empty() {
@@ -1165,7 +1256,7 @@ impl Harness {
     /// summary.
     async fn final_phase(&mut self, cycles: usize, cycles_done: usize) -> (Vec<String>, String) {
         let mut v: Vec<String> = Vec::new();
-        let mut p = match self.spawn(None) {
+        let mut p = match self.spawn(None, false) {
             Ok(p) => p,
             Err(e) => return (vec![e], String::new()),
         };
@@ -1412,6 +1503,33 @@ impl Harness {
         // The order-history view catches up with the orders.
         v.extend(self.view_matches(&client, &orders).await);
 
+        // Outboxes drain: an entity removes delivered messages from its
+        // outbox when it commits again or passivates; wait until every entity
+        // actor has passivated, so `check` sees no message still pending.
+        let drain_started = Instant::now();
+        let drain_deadline = drain_started + Duration::from_secs(20);
+        let mut not_passivated = String::new();
+        loop {
+            let active = read_metric(&client, "durasaga_active_actors").await;
+            if active == Some(0.0) {
+                break;
+            }
+            if Instant::now() > drain_deadline {
+                // Not a data invariant (`check` below judges the outboxes),
+                // but idle entities should passivate: reported.
+                not_passivated = metrics_text(&client)
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("durasaga_active_actors{"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let drained_in = drain_started.elapsed();
+
         // Saga statistics.
         let mut timeouts = 0;
         let mut timeout_sagas = 0;
@@ -1467,7 +1585,12 @@ impl Harness {
                                     text.lines().take(40).collect::<Vec<_>>().join("\n")
                                 ));
                             }
-                            check_out = text.trim().replace('\n', " | ");
+                            let lines: Vec<&str> = text.trim().lines().collect();
+                            check_out = match lines.as_slice() {
+                                [] => "(no output)".to_owned(),
+                                [one] => (*one).to_owned(),
+                                [first, .., last] => format!("{first} | {last}"),
+                            };
                         }
                         Err(e) => v.push(format!("cannot run durasaga check: {e}")),
                     }
@@ -1520,14 +1643,14 @@ impl Harness {
              cycles: {cycles_done}/{cycles} in {elapsed:?}; child start-ups {startup}\n  \
              crashes by kind: {crashes:?}\n  \
              crash points hit: {hit:?} ({in_startup} of them during start-up); armed but not reached: {missed:?}\n  \
-             kills during start-up: {rk_before} before ready, {rk_after} after ready; SIGSTOPs: {stops} ({stopped} ms stopped); clean SIGTERM exits: {clean}\n  \
+             kills during start-up: {rk_before} before ready, {rk_after} after ready; SIGSTOPs: {stops} ({stopped} ms stopped; {stutters} stutter sequences); clean SIGTERM exits: {clean}\n  \
              sagas attempted (distinct POST /orders keys): {keys}; acknowledged: {acked}; never resolved: {unresolved}\n  \
-             POST /orders sent {sent}: ok {ok}, failed {failed}, unknown {unknown}, not sent {not_sent}; resent with the same key {resent_keys}\n  \
-             cancels sent {csent}: ok {cok}, failed {cfailed}, unknown {cunknown}; CancelOrder sagas {cancel_sagas}\n  \
+             POST /orders sent {sent}: ok {ok}, failed {failed}, unknown {unknown}, not sent {not_sent}; resent with the same key {resent_keys} (at most {max_sends} sends of one key)\n  \
+             cancels sent {csent}: ok {cok}, failed {cfailed}, unknown {cunknown}, resent and found done (409 CANCELLED) {cdone}; CancelOrder sagas {cancel_sagas}\n  \
              orders {orders_n}: {by_state:?}; rejection reasons {by_reason:?}\n  \
              redeliveries (outbox envelopes re-sent at {reports} recoveries): {resent}; duplicates suppressed (durasaga_duplicates_dropped_total): {dups}\n  \
              timeouts: {timeouts} in {timeout_sagas} sagas; step retries: {step_retries}; retries exhausted: {exhausted}; compensations (CreateOrder sagas through RELEASING_CREDIT): {compensations}; FAILED sagas retried by the harness: {op_retries}\n  \
-             quiescence {quiesced_in:?} after the final restart\n  \
+             quiescence {quiesced_in:?} after the final restart; {drained}\n  \
              durasaga check: {check_out}",
             name = self.profile.name,
             seed = self.profile.seed,
@@ -1539,6 +1662,7 @@ impl Harness {
             rk_before = s.recovery_kills_before_ready,
             rk_after = s.recovery_kills_after_ready,
             stops = s.sigstops,
+            stutters = s.stutters,
             stopped = s.stopped_ms,
             clean = s.clean_exits,
             keys = l.reqs.len(),
@@ -1549,12 +1673,19 @@ impl Harness {
             unknown = t.create_unknown,
             not_sent = t.create_not_sent,
             resent_keys = t.create_resent,
+            max_sends = l.reqs.iter().map(|r| r.sends).max().unwrap_or(0),
             csent = t.cancel_sent,
             cok = t.cancel_ok,
             cfailed = t.cancel_failed,
             cunknown = t.cancel_unknown,
+            cdone = t.cancel_done_earlier,
             orders_n = orders.len(),
             op_retries = operator_retries.len(),
+            drained = if not_passivated.is_empty() {
+                format!("every entity passivated {drained_in:?} later")
+            } else {
+                format!("WARNING: entity actors still active {drained_in:?} later (idle timeout 1 s): {not_passivated}")
+            },
         );
         drop(l);
         (v, summary)

@@ -398,14 +398,20 @@ impl<L: Logic> ServiceCtx<L> {
             .values()
             .map(|s| s.actor.clone())
             .collect();
+        // Drain: queued deliveries are still handled (and outboxes trimmed in
+        // post_stop), then each actor stops; past the deadline, stop at once.
         for a in &actors {
-            a.stop(Some("shutdown".into()));
+            if a.drain().is_err() {
+                a.stop(Some("shutdown".into()));
+            }
         }
         let deadline = Instant::now() + timeout;
         for a in actors {
-            while !matches!(a.get_status(), ractor::ActorStatus::Stopped)
-                && Instant::now() < deadline
-            {
+            while !matches!(a.get_status(), ractor::ActorStatus::Stopped) {
+                if Instant::now() >= deadline {
+                    a.stop(Some("shutdown".into()));
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -460,6 +466,17 @@ impl<L: Logic> Actor for EntityActor<L> {
             last_active: Instant::now(),
             timer_for: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Known deliveries are written back so a restart does not resend them.
+        tracing::debug!(service = L::SERVICE.name(), entity = %st.id, delivered = st.delivered.len(),
+            outbox = st.rec.as_ref().map(|r| r.outbox.len()).unwrap_or(0), "actor stopped");
+        passivate(st)
     }
 
     async fn handle(

@@ -308,12 +308,14 @@ impl Runtime {
     /// Stops the actors (bounded by `timeout`) and flushes every database.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), AppError> {
         self.ready.store(false, SeqCst);
-        self.root.stop(Some("shutdown".into()));
         let per = timeout / 3;
         self.sagas.stop_all(per).await;
         self.views.stop_all(per).await;
         self.orders.stop_all(per).await;
         self.customers.stop_all(per).await;
+        // Only now the supervisors: stopping them first would kill their
+        // children without post_stop (no outbox trim).
+        self.root.stop(Some("shutdown".into()));
         if let Ok(mut e) = self.endpoints.write() {
             e.take();
         }
