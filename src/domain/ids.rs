@@ -37,6 +37,7 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -49,6 +50,14 @@ macro_rules! id_type {
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Decoding validates too: a stored or received id is always valid.
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(s)
             }
         }
 
@@ -104,6 +113,12 @@ mod tests {
         assert_eq!(CustomerId::parse("a/b"), Err(IdError::BadCharacter));
         assert_eq!(CustomerId::parse("a b"), Err(IdError::BadCharacter));
         assert_eq!(CustomerId::parse("é"), Err(IdError::BadCharacter));
+    }
+
+    #[test]
+    fn decoding_validates() {
+        assert!(serde_json::from_str::<OrderId>("\"o-1\"").is_ok());
+        assert!(serde_json::from_str::<OrderId>("\"ord/r 1\"").is_err());
     }
 
     #[test]

@@ -91,19 +91,19 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Money": {"type": "object", "required": ["amount"], "additionalProperties": false,
-                    "properties": {"amount": {"oneOf": [{"type": "string", "pattern": "^[0-9]{1,13}(\\.[0-9]{1,2})?$"}, {"type": "number", "minimum": 0}]}}},
+                    "properties": {"amount": {"oneOf": [{"type": "string", "pattern": "^([0-9]{1,12}(\\.[0-9]{1,2})?|1000000000000(\\.0{1,2})?)$"}, {"type": "number", "minimum": 0, "maximum": 1000000000000u64, "multipleOf": 0.01}]}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "nullable": true}}}}},
                 "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
                 "CreateCustomer": {"type": "object", "required": ["name", "creditLimit"], "additionalProperties": false,
-                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200}, "creditLimit": {"$ref": "#/components/schemas/Money"}}},
+                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u001f\\u007f-\\u009f]*$"}, "creditLimit": {"$ref": "#/components/schemas/Money"}}},
                 "Customer": {"type": "object", "required": ["customerId", "name", "creditLimit", "availableCredit"],
                     "properties": {"customerId": {"type": "string"}, "name": {"type": "string"},
                         "creditLimit": {"$ref": "#/components/schemas/Money"}, "availableCredit": {"$ref": "#/components/schemas/Money"}}},
                 "CustomerPage": {"type": "object", "required": ["customers"], "properties": {
                     "customers": {"type": "array", "items": {"$ref": "#/components/schemas/Customer"}}, "next": {"type": "string"}}},
                 "CreateOrder": {"type": "object", "required": ["customerId", "orderTotal"], "additionalProperties": false,
-                    "properties": {"customerId": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "integer"}]},
+                    "properties": {"customerId": {"oneOf": [{"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, {"type": "integer"}]},
                         "orderTotal": {"$ref": "#/components/schemas/Money"}}},
                 "OrderState": {"type": "string", "enum": ["PENDING", "APPROVED", "REJECTED", "CANCELLED"]},
                 "Order": {"type": "object", "required": ["orderId", "customerId", "orderTotal", "orderState", "rejectionReason", "sagaId"],
@@ -148,17 +148,22 @@ fn add_admin_paths(doc: &mut Value, r: impl Fn(Vec<(&str, Value)>) -> Value) {
             err("Idempotency-Key reused with another request");
     }
     let mut saga_params = page_params();
-    saga_params.push(json!({"name": "state", "in": "query", "schema": {"type": "string"}}));
-    saga_params.push(
-        json!({"name": "olderThan", "in": "query", "schema": {"type": "string"},
-        "description": "an RFC 3339 time or an age in seconds: only sagas last updated before it"}),
-    );
+    saga_params.push(json!({"name": "state", "in": "query", "schema": {"type": "string", "enum": [
+        "RESERVING_CREDIT", "RELEASING_CREDIT", "APPROVING_ORDER", "REJECTING_ORDER", "CANCELLING_ORDER",
+        "PAUSED", "APPROVED", "REJECTED", "CANCELLED", "FAILED"]}}));
+    saga_params.push(json!({"name": "olderThan", "in": "query",
+        "schema": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?s?$"}]},
+        "description": "an RFC 3339 time or an age in seconds: only sagas last updated before it"}));
     paths["/sagas"] = json!({"get": {"summary": "list sagas (find stuck, paused and failed ones)", "parameters": saga_params,
         "responses": r(vec![("200", ok("a page", "SagaPage")), ("400", err("bad query"))])}});
     paths["/customers/{customerId}/orderhistory"] = json!({"get": {"summary": "the customer's order history (CQRS view)",
         "parameters": [id_param("customerId")],
         "responses": r(vec![("200", ok("the view", "OrderHistoryView")), ("400", err("bad query")), ("404", err("no such customer"))])}});
-    paths["/deadletters"] = json!({"get": {"summary": "messages set aside after failing too often", "parameters": page_params(),
+    let dl_params = vec![
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}),
+        json!({"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{1,32}$"}}),
+    ];
+    paths["/deadletters"] = json!({"get": {"summary": "messages set aside after failing too often", "parameters": dl_params,
         "responses": r(vec![("200", ok("a page", "DeadLetterPage")), ("400", err("bad query"))])}});
     paths["/deadletters/{id}/redeliver"] = json!({"post": {"summary": "put a dead letter back into its entity's inbox",
         "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
