@@ -695,21 +695,32 @@ impl OpCtx {
         let healthy = !self.disrupted.load(SeqCst);
         // A resent cancel whose first send took effect finds the order
         // CANCELLED, which is refused with 409: that resolves it as done.
-        let earlier_took_effect = match &answer {
-            Answer::Status(409, _) if retry => self
-                .client
-                .get_order(&id, 0)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|o| o["orderState"] == "CANCELLED"),
-            _ => false,
+        // If the order cannot be read (the child just died), the outcome
+        // stays unknown and the cancel is sent again later.
+        let now: Option<Result<Option<Value>, String>> = match &answer {
+            Answer::Status(409, _) => Some(
+                self.client
+                    .get_order(&id, 0)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            _ => None,
+        };
+        let now_state = match &now {
+            Some(Ok(Some(o))) => o["orderState"].as_str().unwrap_or("?").to_owned(),
+            Some(Ok(None)) => "404".to_owned(),
+            Some(Err(e)) => format!("unreadable ({e})"),
+            None => String::new(),
         };
         let mut l = self.lock();
         match answer {
-            Answer::Status(409, _) if earlier_took_effect => {
+            Answer::Status(409, _) if retry && now_state == "CANCELLED" => {
                 l.tally.cancel_done_earlier += 1;
                 l.cancels.insert(id, true);
+            }
+            Answer::Status(409, _) if retry && matches!(now, Some(Err(_))) => {
+                l.tally.cancel_unknown += 1;
+                l.cancel_retry.push_back((id, self.cycle));
             }
             Answer::Status(200, body) => {
                 l.tally.cancel_ok += 1;
@@ -734,7 +745,9 @@ impl OpCtx {
                 // cancel can change that.
                 l.tally.cancel_failed += 1;
                 l.violations.push(format!(
-                    "cancel of order {id}, seen APPROVED, answered {s}: {body}"
+                    "cycle {}: cancel of order {id}, seen APPROVED ({}), answered {s}: {body}; the order is now {now_state}",
+                    self.cycle + 1,
+                    if retry { "a resend" } else { "first send" }
                 ));
             }
             Answer::Transport { error, .. } => {
@@ -1234,7 +1247,7 @@ impl Harness {
                     );
                 }
                 Err(e) => {
-                    violations.push(format!("cycle {cycle} ({}): {e}", kind.label()));
+                    violations.push(format!("cycle {} ({}): {e}", cycle + 1, kind.label()));
                     break;
                 }
             }
@@ -1858,7 +1871,9 @@ where
 /// abort at start-up.
 async fn prepare_binary(root: &Path) -> Result<PathBuf, String> {
     let src = Path::new(env!("CARGO_BIN_EXE_durasaga"));
-    let exe = root.join("durasaga");
+    // Not named `durasaga`: a `pkill`/`killall` of that name elsewhere on
+    // the machine must not hit the children of this test.
+    let exe = root.join("durasaga-crash-cycle");
     std::fs::copy(src, &exe).map_err(|e| format!("copy {}: {e}", src.display()))?;
     let dir = root.join("preflight");
     let env = [
