@@ -136,6 +136,14 @@ pub struct Runtime {
     pub recovery: RecoveryReport,
 }
 
+/// The shared context of one service: its database, its relay and the settings.
+fn start_service<L: Logic>(
+    logic: L,
+    (db, relay, settings): (ServiceDb, Relay, Arc<Settings>),
+) -> Arc<ServiceCtx<L>> {
+    ServiceCtx::new(logic, db, relay, settings)
+}
+
 fn service_spawner<L: Logic>(
     name: &'static str,
     ctx: Arc<ServiceCtx<L>>,
@@ -164,34 +172,27 @@ impl Runtime {
         )?;
         let endpoints: SharedEndpoints = Arc::new(RwLock::new(None));
         let watchers = Arc::new(Watchers::default());
-        let customers = ServiceCtx::new(
-            CustomerLogic,
-            store.customer.clone(),
-            Relay::start(Service::Customer, endpoints.clone()),
-            settings.clone(),
-        );
-        let orders = ServiceCtx::new(
+        let service = |s: Service| {
+            (
+                store.service(s).clone(),
+                Relay::start(s, endpoints.clone()),
+                settings.clone(),
+            )
+        };
+        let customers = start_service(CustomerLogic, service(Service::Customer));
+        let orders = start_service(
             OrderLogic {
                 watchers: watchers.clone(),
             },
-            store.order.clone(),
-            Relay::start(Service::Order, endpoints.clone()),
-            settings.clone(),
+            service(Service::Order),
         );
-        let sagas = ServiceCtx::new(
+        let sagas = start_service(
             SagaLogic {
                 policy: settings.saga_policy(),
             },
-            store.saga.clone(),
-            Relay::start(Service::Saga, endpoints.clone()),
-            settings.clone(),
+            service(Service::Saga),
         );
-        let views = ServiceCtx::new(
-            ViewLogic,
-            store.view.clone(),
-            Relay::start(Service::View, endpoints.clone()),
-            settings.clone(),
-        );
+        let views = start_service(ViewLogic, service(Service::View));
         let shared = Arc::new(Endpoints {
             customer: Arc::new(Ep(customers.clone())),
             order: Arc::new(Ep(orders.clone())),
@@ -662,26 +663,38 @@ impl Runtime {
                 });
             };
             env.id = super::entity::new_envelope_id();
-            match svc {
-                Service::Customer => self.customers.add_depth(&dl.entity, 1),
-                Service::Order => self.orders.add_depth(&dl.entity, 1),
-                Service::Saga => self.sagas.add_depth(&dl.entity, 1),
-                Service::View => self.views.add_depth(&dl.entity, 1),
-            }
+            self.expect_and_wake(svc, &dl.entity, false)?;
             let (_, ticket) = db.inbox_append(&env)?;
             db.durable(ticket).await?;
             let entity = dl.entity.clone();
-            let sent = match svc {
-                Service::Customer => self.customers.send(&entity, EntityMsg::Wake, true),
-                Service::Order => self.orders.send(&entity, EntityMsg::Wake, true),
-                Service::Saga => self.sagas.send(&entity, EntityMsg::Wake, true),
-                Service::View => self.views.send(&entity, EntityMsg::Wake, true),
-            };
-            sent?;
+            self.expect_and_wake(svc, &entity, true)?;
             tracing::info!(service = svc.name(), entity, kind = %env.kind, "dead letter redelivered");
             return Ok((svc, dl));
         }
         Err(AppError::NotFound("dead letter"))
+    }
+
+    /// Counts one new inbox entry of `entity` (before the append), or wakes
+    /// it (after), in whichever service it lives.
+    fn expect_and_wake(&self, svc: Service, entity: &str, wake: bool) -> Result<(), ActorError> {
+        fn go<L: Logic>(
+            ctx: &Arc<ServiceCtx<L>>,
+            entity: &str,
+            wake: bool,
+        ) -> Result<(), ActorError> {
+            if wake {
+                ctx.send(entity, EntityMsg::Wake, true)
+            } else {
+                ctx.add_depth(entity, 1);
+                Ok(())
+            }
+        }
+        match svc {
+            Service::Customer => go(&self.customers, entity, wake),
+            Service::Order => go(&self.orders, entity, wake),
+            Service::Saga => go(&self.sagas, entity, wake),
+            Service::View => go(&self.views, entity, wake),
+        }
     }
 
     /// Per database: flushes, waiters served, microseconds spent flushing.
