@@ -33,6 +33,7 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub cache_mb: u64,
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

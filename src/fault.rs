@@ -2,11 +2,14 @@
 //! (never by network input); armed hooks make a component misbehave on purpose
 //! so that supervision, retries and crash recovery can be shown and tested.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 static CUSTOMER_PANICS: AtomicU32 = AtomicU32::new(0);
 static CUSTOMER_SILENT: AtomicBool = AtomicBool::new(false);
 static FSYNC_FAILS: AtomicBool = AtomicBool::new(false);
+/// With `failpoints`: the fsync that fails first (1-based); 0 = none.
+static FSYNC_FAIL_AT: AtomicU64 = AtomicU64::new(0);
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
 
 /// The next `n` messages handled by any CustomerActor panic.
 pub fn arm_customer_panics(n: u32) {
@@ -35,9 +38,31 @@ pub fn set_fsync_fails(on: bool) {
     FSYNC_FAILS.store(on, SeqCst);
 }
 
-/// Whether the next fsync should fail.
+/// Whether this fsync should fail (counts fsyncs when a failure is armed).
 pub fn fsync_should_fail() -> bool {
-    FSYNC_FAILS.load(SeqCst)
+    if FSYNC_FAILS.load(SeqCst) {
+        return true;
+    }
+    let at = FSYNC_FAIL_AT.load(SeqCst);
+    at != 0 && FSYNCS.fetch_add(1, SeqCst) + 1 >= at
+}
+
+/// With the `failpoints` feature: reads `DURASAGA_FAIL_FSYNC_AFTER=<n>` and
+/// makes the n-th database fsync of this process (and every later one) fail,
+/// as a dying disk would. Returns n if armed.
+pub fn arm_fsync_failure_from_env() -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    {
+        let n: u64 = std::env::var("DURASAGA_FAIL_FSYNC_AFTER")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)?;
+        FSYNC_FAIL_AT.store(n, SeqCst);
+        Some(n)
+    }
+    #[cfg(not(feature = "failpoints"))]
+    None
 }
 
 /// The named crash points, in the order a message meets them.
@@ -66,7 +91,6 @@ pub fn crash_point(name: &str) {
 pub fn arm_crash_point_from_env() -> Option<String> {
     #[cfg(feature = "failpoints")]
     {
-        use std::sync::atomic::AtomicU64;
         let name = std::env::var("DURASAGA_CRASH_AT").ok()?;
         let after: u64 = std::env::var("DURASAGA_CRASH_AFTER")
             .ok()

@@ -284,3 +284,18 @@ pub async fn credit_violations(
     }
     Ok(bad)
 }
+
+/// Runs `exe check --data-dir dir` (the process must be stopped) and returns
+/// whether it found nothing wrong, with its stdout and stderr.
+pub fn check_data_dir(exe: &Path, dir: &Path) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(exe)
+        .arg("check")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .with_context(|| format!("cannot run {} check", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let clean = out.status.success() && stdout.contains("0 violations");
+    Ok((clean, format!("{stdout}{stderr}")))
+}

@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::domain::{CustomerHistory, Millis, SagaPhase};
 use crate::persistence::deadletters::DeadLetter;
 use crate::persistence::{
-    IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
+    flusher::FlushError, IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
 };
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -42,6 +42,8 @@ pub enum AppError {
     NotReady,
     #[error("storage is full: {0}")]
     NoSpace(String),
+    #[error("storage failed: {0}; durasaga is stopping")]
+    StorageFailed(String),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyMismatch,
     #[error("internal error: {0}")]
@@ -52,6 +54,8 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         if e.is_no_space() {
             AppError::NoSpace(e.to_string())
+        } else if e.is_fatal() {
+            AppError::StorageFailed(e.to_string())
         } else {
             AppError::Internal(e.to_string())
         }
@@ -134,6 +138,7 @@ pub struct Runtime {
     endpoints: SharedEndpoints,
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub recovery: RecoveryReport,
+    space: crate::persistence::SpaceGuard,
 }
 
 /// The shared context of one service: its database, its relay and the settings.
@@ -202,6 +207,8 @@ impl Runtime {
         if let Ok(mut e) = endpoints.write() {
             *e = Some(shared);
         }
+        let st_dir = settings.storage.data_dir.clone();
+        let min_free_mb = settings.storage.min_free_mb;
         let sup = &settings.supervision;
         let args = RootArgs {
             spawners: vec![
@@ -230,6 +237,7 @@ impl Runtime {
             endpoints,
             background: std::sync::Mutex::new(Vec::new()),
             recovery: RecoveryReport::default(),
+            space: crate::persistence::SpaceGuard::new(st_dir, min_free_mb.saturating_mul(1 << 20)),
         };
         rt.recovery = rt.recover()?;
         rt.spawn_idempotency_purge();
@@ -329,12 +337,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// Checked before every write request: recovered, storage working, and
+    /// enough free space (see `persistence::space`).
     fn check_ready(&self) -> Result<(), AppError> {
-        if self.is_ready() {
-            Ok(())
-        } else {
-            Err(AppError::NotReady)
+        if let Some(f) = self.store.failure() {
+            return Err(StoreError::from(f).into());
         }
+        if !self.is_ready() {
+            return Err(AppError::NotReady);
+        }
+        self.space.check().map_err(AppError::NoSpace)
     }
 
     async fn call<L: Logic>(
@@ -350,6 +362,14 @@ impl Runtime {
         )?;
         match tokio::time::timeout(Duration::from_secs(30), rx).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
+            // A failed storage is what made the actor fail: say so.
+            _ if ctx.db.flusher.failure().is_some() => Err(StoreError::from(
+                ctx.db
+                    .flusher
+                    .failure()
+                    .unwrap_or_else(|| FlushError(String::new())),
+            )
+            .into()),
             Ok(Ok(Err(e))) => Err(AppError::Internal(e)),
             Ok(Err(_)) => Err(AppError::Internal(format!(
                 "the {} actor stopped before answering",

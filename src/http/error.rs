@@ -41,6 +41,7 @@ pub enum ApiError {
     },
     NotReady,
     NoSpace(String),
+    StorageFailed(String),
     Internal(String),
 }
 
@@ -129,6 +130,12 @@ impl ApiError {
                 m.clone(),
                 None,
             ),
+            ApiError::StorageFailed(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORAGE_FAILED",
+                m.clone(),
+                None,
+            ),
             ApiError::Internal(m) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",
@@ -189,6 +196,7 @@ impl From<AppError> for ApiError {
             AppError::NotReady => ApiError::NotReady,
             AppError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
             AppError::NoSpace(m) => ApiError::NoSpace(m),
+            AppError::StorageFailed(m) => ApiError::StorageFailed(m),
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answered with 500");
                 ApiError::Internal(m)

@@ -9,6 +9,13 @@
 //! that what they saw is durable before they answer.
 //!
 //! Never calls `flush_async` (it deadlocks with concurrent callers in 0.34.7).
+//!
+//! A failed flush is final: sled's I/O errors are sticky (every later
+//! operation on that database fails), and after a failed fsync the kernel may
+//! have dropped dirty pages, so retrying could acknowledge lost writes. The
+//! flusher answers that flush's waiters and every later one with the error,
+//! never marks anything durable again, and reports the failure through
+//! [`Flusher::failed`] so the process can stop (`durasaga serve` exits 75).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -60,6 +67,8 @@ struct Counters {
     inflight: AtomicU64,
     mode: Durability,
     stats: FlushStats,
+    /// Set once, by the first failed flush.
+    failure: tokio::sync::watch::Sender<Option<FlushError>>,
 }
 
 struct Handle {
@@ -130,6 +139,7 @@ impl Flusher {
             inflight: AtomicU64::new(0),
             mode,
             stats: FlushStats::default(),
+            failure: tokio::sync::watch::Sender::new(None),
         });
         let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
@@ -158,6 +168,24 @@ impl Flusher {
     /// Flush statistics.
     pub fn stats(&self) -> &FlushStats {
         &self.inner.counters.stats
+    }
+
+    /// The failure that stopped this database's flushes, if any.
+    pub fn failure(&self) -> Option<FlushError> {
+        self.inner.counters.failure.borrow().clone()
+    }
+
+    /// Waits until a flush fails (forever if none does).
+    pub async fn failed(&self) -> FlushError {
+        let mut rx = self.inner.counters.failure.subscribe();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Waits until the write behind `ticket` is durable.
@@ -222,9 +250,22 @@ fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Counte
         // Every ticket of a queued waiter was taken before this load.
         let snapshot = inner.written.load(SeqCst);
         let started = Instant::now();
-        let result = flush_once(&db, &dir, inner.mode);
-        if result.is_ok() {
-            inner.durable.fetch_max(snapshot, SeqCst);
+        let earlier = inner.failure.borrow().clone();
+        let result = match earlier {
+            Some(e) => Err(e),
+            None => flush_once(&db, &dir, inner.mode),
+        };
+        match &result {
+            Ok(()) => {
+                inner.durable.fetch_max(snapshot, SeqCst);
+            }
+            Err(e) => {
+                if inner.failure.borrow().is_none() {
+                    tracing::error!(error = %e, dir = %dir.display(),
+                        "flush failed; nothing is acknowledged from now on and the process must stop");
+                    inner.failure.send_replace(Some(e.clone()));
+                }
+            }
         }
         inner.stats.flushes.fetch_add(1, SeqCst);
         inner.stats.waiters.fetch_add(batch.len() as u64, SeqCst);
@@ -238,7 +279,9 @@ fn run(db: sled::Db, dir: PathBuf, rx: mpsc::Receiver<Waiter>, inner: Arc<Counte
         }
     }
     // Final flush when the flusher is dropped: nothing more is written after.
-    let _ = flush_once(&db, &dir, inner.mode);
+    if inner.failure.borrow().is_none() {
+        let _ = flush_once(&db, &dir, inner.mode);
+    }
 }
 
 fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {
@@ -250,14 +293,10 @@ fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<
             .map_err(|e| FlushError(e.to_string())),
         Durability::Fsync => {
             db.flush().map_err(|e| FlushError(e.to_string()))?;
-            if let Err(e) = fsync_dir_files(dir) {
-                // An fsync error means the kernel may have dropped dirty pages:
-                // continuing could acknowledge writes that are gone.
-                tracing::error!(error = %e, dir = %dir.display(), "fsync failed; stopping the process");
-                eprintln!("durasaga: fsync of {} failed: {e}; exiting", dir.display());
-                std::process::exit(75);
-            }
-            Ok(())
+            // An fsync error means the kernel may have dropped dirty pages:
+            // the caller never retries it (see the module docs).
+            fsync_dir_files(dir)
+                .map_err(|e| FlushError(format!("fsync of {} failed: {e}", dir.display())))
         }
     }
 }

@@ -19,10 +19,12 @@ pub mod idempotency;
 pub mod inbox;
 pub mod keys;
 pub mod records;
+pub mod space;
 pub mod store;
 
 pub use codec::CodecError;
 pub use flusher::{Durability, Flusher, Ticket};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use records::{EntityRecord, OrderRecord, SEEN_WINDOW};
+pub use space::SpaceGuard;
 pub use store::{ServiceDb, Store, StoreError};

@@ -31,6 +31,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the storage failed for good (a failed flush: see `flusher`).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Flush(_))
+    }
+}
+
+impl StoreError {
     /// Whether the error is the disk being full (answered with 503).
     pub fn is_no_space(&self) -> bool {
         match self {
@@ -204,12 +211,32 @@ impl Store {
         }
     }
 
+    /// The first flush failure of any database (they are final), if any.
+    pub fn failure(&self) -> Option<FlushError> {
+        self.all().into_iter().find_map(|db| db.flusher.failure())
+    }
+
+    /// Waits until a flush of any database fails.
+    pub async fn failed(&self) -> FlushError {
+        let waits = self.all().map(|db| Box::pin(db.flusher.failed()));
+        futures::future::select_all(waits).await.0
+    }
+
+    fn all(&self) -> [&ServiceDb; 4] {
+        [&self.customer, &self.order, &self.saga, &self.view]
+    }
+
     /// Flushes every database and stops the flushers (shutdown).
     pub fn close(&self) -> Result<(), StoreError> {
-        for db in [&self.customer, &self.order, &self.saga, &self.view] {
-            db.db.flush()?;
+        let mut result = Ok(());
+        for db in self.all() {
+            if db.flusher.failure().is_none() {
+                if let Err(e) = db.db.flush() {
+                    result = Err(e.into());
+                }
+            }
             db.flusher.stop();
         }
-        Ok(())
+        result
     }
 }
