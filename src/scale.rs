@@ -37,6 +37,12 @@ pub fn fill(
     now: i64,
 ) -> Result<Filled, StoreError> {
     let store = Store::open(dir, Durability::Flush, 64 << 20)?;
+    // The recovery index stays complete only if it was (or nothing was here):
+    // in-flight sagas are marked below, settled entities need no mark.
+    let mut index_complete = true;
+    for db in [&store.customer, &store.order, &store.saga, &store.view] {
+        index_complete &= db.entities.is_empty() || db.active_index_complete()?;
+    }
     let policy = SagaPolicy::default();
     let customers = customers.max(1);
     let amount = Money::from_cents(100).unwrap_or(Money::ZERO);
@@ -187,6 +193,7 @@ pub fn fill(
                 payload: m.payload.clone(),
             })
             .collect();
+        store.saga.mark_active(sid.as_str())?;
         store.saga.save(
             sid.as_str(),
             &EntityRecord {
@@ -221,6 +228,11 @@ pub fn fill(
                 ..Default::default()
             },
         )?;
+    }
+    if index_complete {
+        for db in [&store.customer, &store.order, &store.saga, &store.view] {
+            db.set_active_index_complete()?;
+        }
     }
     store.close()?;
     Ok(Filled {

@@ -119,6 +119,12 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn finished(&self, _state: &Option<Self::State>) -> bool {
         false
     }
+    /// Whether start-up recovery must visit this record: it has messages to
+    /// resend or a deadline to re-arm. Such entities are kept in the
+    /// database's `active` index, so recovery never scans the rest.
+    fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
+        !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
+    }
     /// Called after every durable commit (notifications).
     fn after_commit(&self, _id: &str, _state: &Option<Self::State>) {}
     /// A short description for logs when an injected fault should fire.
@@ -440,6 +446,8 @@ pub struct EntityState<L: Logic> {
     received: Arc<AtomicU64>,
     last_active: Instant,
     timer_for: Option<Millis>,
+    /// Whether the entity is in the `active` index (read with the record).
+    marked: bool,
 }
 
 impl<L: Logic> Actor for EntityActor<L> {
@@ -465,6 +473,7 @@ impl<L: Logic> Actor for EntityActor<L> {
             received: args.received,
             last_active: Instant::now(),
             timer_for: None,
+            marked: false,
         })
     }
 
@@ -491,6 +500,7 @@ impl<L: Logic> Actor for EntityActor<L> {
         }
         if st.rec.is_none() {
             st.rec = Some(st.ctx.db.load::<L::State>(&st.id)?);
+            st.marked = st.ctx.db.is_marked_active(&st.id)?;
         }
         match msg {
             EntityMsg::Wake => drain_inbox(st).await?,
@@ -556,10 +566,17 @@ impl<L: Logic> Actor for EntityActor<L> {
 /// Writes a trimmed record on passivation if deliveries are known, so the next
 /// start-up does not redeliver them. Not flushed: losing it only causes a
 /// harmless redelivery.
+///
+/// Unmarking here before the trimmed record is durable is safe: the trimmed
+/// envelopes were all delivered, so a recovery that skips them loses nothing.
 fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
     if let Some(rec) = st.rec.as_mut() {
         if rec.trim_outbox(&st.delivered) {
             st.ctx.db.save(&st.id, rec)?;
+        }
+        if st.marked && !st.ctx.logic.needs_recovery(rec) {
+            st.ctx.db.unmark_active(&st.id)?;
+            st.marked = false;
         }
     }
     Ok(())
@@ -671,6 +688,12 @@ async fn commit<L: Logic>(
     st.delivered.clear();
     rec.outbox.extend(out.iter().cloned());
     rec.handled += 1;
+    let needs = st.ctx.logic.needs_recovery(rec);
+    if needs && !st.marked {
+        // Before the record: see `ServiceDb::mark_active`.
+        st.ctx.db.mark_active(&st.id)?;
+        st.marked = true;
+    }
     let ticket = st.ctx.db.save(&st.id, rec)?;
     crate::fault::crash_point("after_commit_before_flush");
     if L::SERVICE == Service::View {
@@ -678,6 +701,10 @@ async fn commit<L: Logic>(
     }
     st.ctx.db.durable(ticket).await?;
     crate::fault::crash_point("after_commit_flush");
+    if !needs && st.marked {
+        st.ctx.db.unmark_active(&st.id)?;
+        st.marked = false;
+    }
     if !out.is_empty() {
         st.ctx.relay.send(out);
     }

@@ -22,7 +22,8 @@ use crate::domain::{
 use crate::domain::{CustomerHistory, Millis, SagaPhase};
 use crate::persistence::deadletters::DeadLetter;
 use crate::persistence::{
-    flusher::FlushError, IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
+    flusher::FlushError, EntityRecord, IdempotencyRecord, OrderRecord, Reservation, ServiceDb,
+    Store, StoreError,
 };
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -100,6 +101,8 @@ pub struct RecoveryReport {
     pub outbox_envelopes: usize,
     pub entities_woken: usize,
     pub active_sagas: usize,
+    /// Entities listed in the recovery indexes (all of them were read).
+    pub indexed_entities: usize,
     pub undecodable_records: usize,
     pub millis: u128,
 }
@@ -809,7 +812,30 @@ fn recover_service<L: Logic>(
     let mut outbox = Vec::new();
     let mut wake = Vec::new();
     let mut with_record = std::collections::HashSet::new();
-    for item in ctx.db.scan::<L::State>(None) {
+    // Only the entities in the `active` index; every record once, for data
+    // written before the index existed (and the index is built on the way).
+    let indexed = ctx.db.active_index_complete()?;
+    type Item<S> = Result<(String, EntityRecord<S>), StoreError>;
+    let records: Box<dyn Iterator<Item = Item<L::State>> + '_> = if indexed {
+        let ids = ctx.db.active_ids()?;
+        r.indexed_entities += ids.len();
+        Box::new(
+            ids.into_iter()
+                .filter_map(|id| match ctx.db.get::<L::State>(&id) {
+                    Ok(Some(rec)) => Some(Ok((id, rec))),
+                    // A mark without a record: nothing to recover.
+                    Ok(None) => ctx.db.unmark_active(&id).err().map(Err),
+                    Err(e) => Some(Err(e)),
+                }),
+        )
+    } else {
+        tracing::info!(
+            service = L::SERVICE.name(),
+            "building the recovery index: scanning every record once"
+        );
+        Box::new(ctx.db.scan::<L::State>(None))
+    };
+    for item in records {
         let (id, rec) = match item {
             Ok(x) => x,
             Err(e) => {
@@ -818,6 +844,13 @@ fn recover_service<L: Logic>(
                 continue;
             }
         };
+        if ctx.logic.needs_recovery(&rec) {
+            if !indexed {
+                ctx.db.mark_active(&id)?;
+            }
+        } else if indexed {
+            ctx.db.unmark_active(&id)?;
+        }
         outbox.extend(rec.outbox.iter().cloned());
         let pending = heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor);
         let timer = ctx.logic.deadline(&rec.state).is_some();
@@ -832,9 +865,27 @@ fn recover_service<L: Logic>(
         }
         with_record.insert(id);
     }
-    for (id, _) in heads {
+    if !indexed {
+        ctx.db.set_active_index_complete()?;
+    }
+    // Entities outside the index with messages waiting: their cursor decides.
+    let mut heads_only = Vec::new();
+    for (id, head) in heads {
         if !with_record.contains(&id) {
-            ctx.add_depth(&id, ctx.db.inbox_depth(&id, 0)? as u64);
+            heads_only.push((id, head));
+        }
+    }
+    for (id, head) in heads_only {
+        let cursor = match ctx.db.get::<L::State>(&id) {
+            Ok(rec) => rec.map(|r| r.inbox_cursor).unwrap_or(0),
+            Err(e) => {
+                tracing::error!(service = L::SERVICE.name(), error = %e, "record does not decode; left as is");
+                r.undecodable_records += 1;
+                continue;
+            }
+        };
+        if head > cursor {
+            ctx.add_depth(&id, ctx.db.inbox_depth(&id, cursor)? as u64);
             wake.push(id);
         }
     }

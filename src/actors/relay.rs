@@ -148,6 +148,9 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
         let ticket = loop {
             match db.inbox_append(env) {
                 Ok((_, t)) => break t,
+                // The storage failed for good and the process is stopping:
+                // the envelopes stay in their senders' outboxes.
+                Err(_) if db.flusher.failure().is_some() => return,
                 Err(e) => {
                     tracing::error!(error = %e, to = %env.to.entity, "relay append failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -172,6 +175,9 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
         let db = eps.get(svc).db();
         let mut backoff = Duration::from_millis(10);
         while let Err(e) = db.durable(ticket).await {
+            if db.flusher.failure().is_some() {
+                return; // as above: nothing is acknowledged to the senders
+            }
             tracing::error!(error = %e, "relay flush failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -6,6 +6,9 @@
 //! - `inbox`: `entity id / seq (u64 BE)` → [`Envelope`](crate::domain::Envelope)
 //! - `deadletters`: envelope id (u128 BE) → [`DeadLetter`](super::deadletters::DeadLetter)
 //! - `idempotency`: key → stored response (rare path)
+//! - `active`: entity id → empty: the entities start-up recovery must visit
+//!   (see [`ServiceDb::mark_active`](super::ServiceDb::mark_active))
+//! - the default tree holds [`META_ACTIVE_INDEX`] once `active` is complete
 //!
 //! Entity ids never contain `/` (see `domain::ids`), so `id/` is an exact prefix.
 
@@ -13,6 +16,11 @@ pub const TREE_ENTITIES: &str = "entities";
 pub const TREE_INBOX: &str = "inbox";
 pub const TREE_DEADLETTERS: &str = "deadletters";
 pub const TREE_IDEMPOTENCY: &str = "idempotency";
+pub const TREE_ACTIVE: &str = "active";
+
+/// Present (in the default tree) once the `active` tree lists every entity
+/// that needs recovery; absent in data written before the index existed.
+pub const META_ACTIVE_INDEX: &[u8] = b"meta/active_index/v1";
 
 /// Key of an entity record.
 pub fn entity(id: &str) -> Vec<u8> {

@@ -62,6 +62,8 @@ pub struct ServiceDb {
     pub inbox: sled::Tree,
     pub deadletters: sled::Tree,
     pub idempotency: sled::Tree,
+    /// Entities that start-up recovery must visit (see [`Self::mark_active`]).
+    pub active: sled::Tree,
     pub flusher: Flusher,
     /// Serialises inbox appends (see `inbox_append`).
     pub(crate) append_lock: std::sync::Arc<std::sync::Mutex<()>>,
@@ -94,6 +96,7 @@ impl ServiceDb {
             inbox: db.open_tree(keys::TREE_INBOX)?,
             deadletters: db.open_tree(keys::TREE_DEADLETTERS)?,
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
+            active: db.open_tree(keys::TREE_ACTIVE)?,
             db,
             flusher,
             append_lock: Default::default(),
@@ -167,6 +170,48 @@ impl ServiceDb {
             let id = String::from_utf8_lossy(&k).into_owned();
             Ok((id, codec::decode(&v)?))
         })
+    }
+
+    /// Lists `id` among the entities start-up recovery visits. Call it before
+    /// the insert of a record that needs recovery (an outbox to resend, a
+    /// deadline to re-arm): sled recovers a prefix of its log, so whenever
+    /// that record is durable the mark is too. Unmark only after a record that
+    /// needs nothing is durable; a stale mark costs recovery one read.
+    pub fn mark_active(&self, id: &str) -> Result<(), StoreError> {
+        self.active.insert(keys::entity(id), &[])?;
+        Ok(())
+    }
+
+    /// Removes `id` from the recovery index (see [`Self::mark_active`]).
+    pub fn unmark_active(&self, id: &str) -> Result<(), StoreError> {
+        self.active.remove(keys::entity(id))?;
+        Ok(())
+    }
+
+    /// Whether `id` is in the recovery index.
+    pub fn is_marked_active(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.active.contains_key(keys::entity(id))?)
+    }
+
+    /// Every id in the recovery index.
+    pub fn active_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.active
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// Whether the recovery index is complete (false for data written before
+    /// it existed: recovery then scans every record once and builds it).
+    pub fn active_index_complete(&self) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(keys::META_ACTIVE_INDEX)?)
+    }
+
+    /// Records that the recovery index is complete (after every mark).
+    pub fn set_active_index_complete(&self) -> Result<(), StoreError> {
+        self.db.insert(keys::META_ACTIVE_INDEX, &[1u8])?;
+        Ok(())
     }
 
     /// Waits for a ticket to be durable.

@@ -1,0 +1,101 @@
+//! The recovery index (`active` tree): start-up reads only the entities that
+//! have something to resend or a deadline, finishes every in-flight saga, and
+//! builds the index once for data written before it existed.
+
+use durasaga::actors::{OrderFilter, Runtime};
+use durasaga::config::Settings;
+use durasaga::domain::OrderState;
+use durasaga::persistence::{keys, Durability, Store};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn start_on(dir: &Path) -> Arc<Runtime> {
+    let settings = Settings::defaults()
+        .with(serde_json::json!({"storage": {"data_dir": dir}}))
+        .expect("settings");
+    Runtime::start(settings).await.expect("runtime starts")
+}
+
+/// Waits (bounded) until no order is PENDING; returns how many orders exist.
+async fn settle(rt: &Runtime) -> usize {
+    let pending = OrderFilter {
+        customer_id: None,
+        state: Some(OrderState::Pending),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (p, _) = rt.list_orders(&pending, None, 1).await.expect("list");
+        if p.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orders still PENDING after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = OrderFilter {
+        customer_id: None,
+        state: None,
+    };
+    let (orders, _) = rt.list_orders(&all, None, 100_000).await.expect("list");
+    orders.len()
+}
+
+async fn stop(rt: Arc<Runtime>) {
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
+
+fn fill(dir: &Path, settled: usize, in_flight: usize) {
+    durasaga::scale::fill(dir, 5, settled, in_flight, 0).expect("fill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_reads_only_indexed_entities_and_finishes_every_saga() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 300, 40);
+
+    let rt = start_on(dir.path()).await;
+    // The 40 in-flight sagas, not the 300 settled ones (nor their orders).
+    assert_eq!(rt.recovery.indexed_entities, 40, "{:?}", rt.recovery);
+    assert_eq!(rt.recovery.outbox_envelopes, 40, "{:?}", rt.recovery);
+    assert_eq!(settle(&rt).await, 340);
+    stop(rt).await;
+
+    // After a clean stop nothing needs recovery: the index is empty.
+    let rt = start_on(dir.path()).await;
+    assert_eq!(rt.recovery.indexed_entities, 0, "{:?}", rt.recovery);
+    assert_eq!(rt.recovery.outbox_envelopes, 0, "{:?}", rt.recovery);
+    stop(rt).await;
+    let report = durasaga::check::check(dir.path()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_without_the_index_is_scanned_once_and_indexed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 100, 25);
+    // As written before the index existed: no marks, no completion key.
+    {
+        let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
+        for db in [&store.customer, &store.order, &store.saga, &store.view] {
+            db.active.clear().expect("clear index");
+            db.db.remove(keys::META_ACTIVE_INDEX).expect("remove key");
+            assert!(!db.active_index_complete().expect("read key"));
+        }
+        store.close().expect("close");
+    }
+
+    let rt = start_on(dir.path()).await;
+    assert_eq!(rt.recovery.indexed_entities, 0, "full scan, not the index");
+    assert_eq!(rt.recovery.outbox_envelopes, 25, "{:?}", rt.recovery);
+    assert_eq!(settle(&rt).await, 125);
+    for db in [&rt.store.customer, &rt.store.order, &rt.store.saga] {
+        assert!(db.active_index_complete().expect("read key"), "{}", db.name);
+    }
+    stop(rt).await;
+
+    let rt = start_on(dir.path()).await;
+    assert_eq!(rt.recovery.indexed_entities, 0, "{:?}", rt.recovery);
+    stop(rt).await;
+    let report = durasaga::check::check(dir.path()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
