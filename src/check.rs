@@ -47,7 +47,12 @@ fn scan_all<S: serde::de::DeserializeOwned>(
     let mut out = Vec::new();
     for item in db.scan::<S>(None) {
         match item {
-            Ok((id, rec)) => {
+            Ok((id, mut rec)) => {
+                // Delivered envelopes of an entity outside the recovery index
+                // (see `ServiceDb::load_indexed`).
+                if db.active_index_complete()? && !db.is_marked_active(&id)? {
+                    rec.outbox.clear();
+                }
                 if heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor) {
                     v.push(Violation {
                         invariant: "no pending inbox after quiescence",

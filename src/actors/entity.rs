@@ -448,6 +448,8 @@ pub struct EntityState<L: Logic> {
     timer_for: Option<Millis>,
     /// Whether the entity is in the `active` index (read with the record).
     marked: bool,
+    /// Inbox entries up to this sequence were removed (0: maybe none).
+    removed_upto: u64,
 }
 
 impl<L: Logic> Actor for EntityActor<L> {
@@ -474,6 +476,7 @@ impl<L: Logic> Actor for EntityActor<L> {
             last_active: Instant::now(),
             timer_for: None,
             marked: false,
+            removed_upto: 0,
         })
     }
 
@@ -499,8 +502,9 @@ impl<L: Logic> Actor for EntityActor<L> {
             st.last_active = Instant::now();
         }
         if st.rec.is_none() {
-            st.rec = Some(st.ctx.db.load::<L::State>(&st.id)?);
-            st.marked = st.ctx.db.is_marked_active(&st.id)?;
+            let (rec, marked) = st.ctx.db.load_indexed::<L::State>(&st.id)?;
+            st.rec = Some(rec);
+            st.marked = marked;
         }
         match msg {
             EntityMsg::Wake => drain_inbox(st).await?,
@@ -563,21 +567,39 @@ impl<L: Logic> Actor for EntityActor<L> {
     }
 }
 
-/// Writes a trimmed record on passivation if deliveries are known, so the next
-/// start-up does not redeliver them. Not flushed: losing it only causes a
-/// harmless redelivery.
-///
-/// Unmarking here before the trimmed record is durable is safe: the trimmed
-/// envelopes were all delivered, so a recovery that skips them loses nothing.
+/// On passivation: once everything the entity sent is delivered and it has
+/// no deadline, it leaves the recovery index (the delivered envelopes still
+/// in its stored outbox are dropped when it is next loaded: see
+/// `ServiceDb::load_indexed`). Otherwise a trimmed record is written if
+/// deliveries are known, so the next start-up does not redeliver them.
+/// Neither write is flushed: losing it only causes a harmless redelivery.
+/// Consumed inbox entries are removed too.
 fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
     if let Some(rec) = st.rec.as_mut() {
-        if rec.trim_outbox(&st.delivered) {
+        let trimmed = rec.trim_outbox(&st.delivered);
+        if !st.ctx.logic.needs_recovery(rec) {
+            if st.marked {
+                st.ctx.db.unmark_active(&st.id)?;
+                st.marked = false;
+            }
+        } else if trimmed {
             st.ctx.db.save(&st.id, rec)?;
         }
-        if st.marked && !st.ctx.logic.needs_recovery(rec) {
-            st.ctx.db.unmark_active(&st.id)?;
-            st.marked = false;
-        }
+        remove_consumed(st, 0)?;
+    }
+    Ok(())
+}
+
+/// Removes consumed inbox entries once more than `slack` have accumulated
+/// since the last removal (done in batches, not after every drain).
+fn remove_consumed<L: Logic>(
+    st: &mut EntityState<L>,
+    slack: u64,
+) -> Result<(), ActorProcessingErr> {
+    let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
+    if cursor > st.removed_upto.saturating_add(slack) {
+        st.ctx.db.inbox_remove_consumed(&st.id, cursor)?;
+        st.removed_upto = cursor;
     }
     Ok(())
 }
@@ -672,10 +694,13 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
             st.failures = 0;
             st.ctx.clear_failures(&st.id);
         }
-        let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
-        st.ctx.db.inbox_remove_consumed(&st.id, cursor)?;
+        remove_consumed(st, REMOVE_SLACK)?;
     }
 }
+
+/// Consumed inbox entries an active entity lets accumulate before removing
+/// them (they are all removed at passivation).
+const REMOVE_SLACK: u64 = 32;
 
 /// One durable commit: state + outbox + cursor + dedup window in a single
 /// insert, then the flush barrier, then the relay hand-off.

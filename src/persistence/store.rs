@@ -65,6 +65,8 @@ pub struct ServiceDb {
     /// Entities that start-up recovery must visit (see [`Self::mark_active`]).
     pub active: sled::Tree,
     pub flusher: Flusher,
+    /// Whether `active` is complete (see [`Self::active_index_complete`]).
+    index_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Serialises inbox appends (see `inbox_append`).
     pub(crate) append_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
@@ -97,6 +99,7 @@ impl ServiceDb {
             deadletters: db.open_tree(keys::TREE_DEADLETTERS)?,
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
             active: db.open_tree(keys::TREE_ACTIVE)?,
+            index_complete: std::sync::Arc::new(db.contains_key(keys::META_ACTIVE_INDEX)?.into()),
             db,
             flusher,
             append_lock: Default::default(),
@@ -205,13 +208,37 @@ impl ServiceDb {
     /// Whether the recovery index is complete (false for data written before
     /// it existed: recovery then scans every record once and builds it).
     pub fn active_index_complete(&self) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(keys::META_ACTIVE_INDEX)?)
+        Ok(self
+            .index_complete
+            .load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Records that the recovery index is complete (after every mark).
     pub fn set_active_index_complete(&self) -> Result<(), StoreError> {
         self.db.insert(keys::META_ACTIVE_INDEX, &[1u8])?;
+        self.index_complete
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Loads an entity record and whether it is in the recovery index.
+    ///
+    /// Invariant: an entity outside a complete index has had every envelope
+    /// of its outbox delivered (it is marked before any record with an outbox
+    /// is written and unmarked only once everything is delivered). Outboxes
+    /// are trimmed lazily, so such a record may still hold delivered
+    /// envelopes; they are dropped here, which spares the write that would
+    /// trim them at passivation.
+    pub fn load_indexed<S: DeserializeOwned>(
+        &self,
+        id: &str,
+    ) -> Result<(EntityRecord<S>, bool), StoreError> {
+        let mut rec = self.load::<S>(id)?;
+        let marked = self.is_marked_active(id)?;
+        if !marked && self.active_index_complete()? {
+            rec.outbox.clear();
+        }
+        Ok((rec, marked))
     }
 
     /// Waits for a ticket to be durable.
