@@ -121,8 +121,8 @@ impl<L: Logic> Endpoint for Ep<L> {
             tracing::error!(error = %e, entity, "cannot wake entity; it resumes at the next message or restart");
         }
     }
-    fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool) {
-        let _ = self.0.send(entity, EntityMsg::Delivered(ids), activate);
+    fn delivered(&self, entity: &str, ids: Vec<u128>) {
+        let _ = self.0.send(entity, EntityMsg::Delivered(ids), true);
     }
 }
 
@@ -811,6 +811,7 @@ fn recover_service<L: Logic>(
     let heads = ctx.db.inbox_heads()?;
     let mut outbox = Vec::new();
     let mut wake = Vec::new();
+    let mut timers = Vec::new();
     let mut with_record = std::collections::HashSet::new();
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
@@ -853,15 +854,17 @@ fn recover_service<L: Logic>(
         }
         outbox.extend(rec.outbox.iter().cloned());
         let pending = heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor);
-        let timer = ctx.logic.deadline(&rec.state).is_some();
-        if timer {
-            r.active_sagas += 1;
-        }
-        if pending || timer {
-            if pending {
-                ctx.add_depth(&id, ctx.db.inbox_depth(&id, rec.inbox_cursor)? as u64);
-            }
+        let deadline = ctx.logic.deadline(&rec.state);
+        if pending {
+            ctx.add_depth(&id, ctx.db.inbox_depth(&id, rec.inbox_cursor)? as u64);
             wake.push(id.clone());
+        } else if let Some(d) = deadline {
+            // No actor until the deadline or a reply: recovering many
+            // in-flight sagas does not spawn one actor each.
+            timers.push((id.clone(), d));
+        }
+        if deadline.is_some() {
+            r.active_sagas += 1;
         }
         with_record.insert(id);
     }
@@ -894,10 +897,13 @@ fn recover_service<L: Logic>(
     let ctx = ctx.clone();
     Ok(move || {
         if !outbox.is_empty() {
-            ctx.relay.send_recovered(outbox);
+            ctx.relay.send(outbox);
         }
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
+        }
+        for (id, deadline) in timers {
+            ctx.timers.arm(&id, deadline);
         }
         Ok(())
     })

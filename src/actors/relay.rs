@@ -30,7 +30,9 @@ pub trait Endpoint: Send + Sync {
     /// New entries are in `entity`'s inbox.
     fn wake(&self, entity: &str);
     /// These outbox envelopes of `entity` are durable at their receivers.
-    fn delivered(&self, entity: &str, ids: Vec<u128>, activate: bool);
+    /// Tells the sender its envelopes are delivered, activating it if it was
+    /// passivated (so it trims its outbox and can leave the recovery index).
+    fn delivered(&self, entity: &str, ids: Vec<u128>);
 }
 
 /// Where relays find the services: set once the runtime has built them, and
@@ -57,17 +59,11 @@ impl Endpoints {
     }
 }
 
-struct Batch {
-    envelopes: Vec<Envelope>,
-    /// Activate senders to trim their outbox (start-up recovery).
-    activate_senders: bool,
-}
-
 /// The sending side of one service's relay. Cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
     service: Service,
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::UnboundedSender<Vec<Envelope>>,
 }
 
 impl Relay {
@@ -81,56 +77,40 @@ impl Relay {
 
     /// Hands freshly committed envelopes over for delivery.
     pub fn send(&self, envelopes: Vec<Envelope>) {
-        if self
-            .tx
-            .send(Batch {
-                envelopes,
-                activate_senders: false,
-            })
-            .is_err()
-        {
+        if self.tx.send(envelopes).is_err() {
             tracing::warn!(
                 service = self.service.name(),
                 "relay stopped; envelopes stay in the outbox until restart"
             );
         }
     }
-
-    /// Hands over envelopes found in outboxes at start-up.
-    pub fn send_recovered(&self, envelopes: Vec<Envelope>) {
-        let _ = self.tx.send(Batch {
-            envelopes,
-            activate_senders: true,
-        });
-    }
 }
 
 /// Most envelopes moved per flush of the receivers.
 const MAX_BATCH: usize = 4096;
 
-async fn run(service: Service, mut rx: mpsc::UnboundedReceiver<Batch>, endpoints: SharedEndpoints) {
-    while let Some(first) = rx.recv().await {
-        let mut activate = first.activate_senders;
-        let mut batch = first.envelopes;
+async fn run(
+    service: Service,
+    mut rx: mpsc::UnboundedReceiver<Vec<Envelope>>,
+    endpoints: SharedEndpoints,
+) {
+    while let Some(mut batch) = rx.recv().await {
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(more) => {
-                    activate |= more.activate_senders;
-                    batch.extend(more.envelopes);
-                }
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
         let eps = endpoints.read().ok().and_then(|e| e.clone());
         match eps {
-            Some(eps) => deliver(service, &eps, batch, activate).await,
+            Some(eps) => deliver(service, &eps, batch).await,
             // Shut down: the envelopes stay in their outboxes for the next start.
             None => return,
         }
     }
 }
 
-async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activate: bool) {
+async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>) {
     let mut tickets = BTreeMap::new();
     let mut woken: HashMap<(Service, &str), u64> = HashMap::new();
     let mut senders: HashMap<&str, Vec<u128>> = HashMap::new();
@@ -186,6 +166,6 @@ async fn deliver(service: Service, eps: &Endpoints, batch: Vec<Envelope>, activa
     crate::fault::crash_point("between_handoff_and_outbox_removal");
     let me = eps.get(service);
     for (entity, ids) in senders {
-        me.delivered(entity, ids, activate);
+        me.delivered(entity, ids);
     }
 }
