@@ -67,7 +67,6 @@ pub struct SagaSettings {
 #[serde(deny_unknown_fields)]
 pub struct ActorSettings {
     pub idle_timeout_ms: u64,
-    pub max_live: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -176,10 +176,6 @@ struct RegistryInner<L: Logic> {
     slots: HashMap<String, Slot<L>>,
     by_actor: HashMap<ActorId, String>,
     failures: HashMap<String, Failures>,
-    /// Entities whose wake-up (and delivery acknowledgements) wait for room
-    /// under `actors.max_live`, in arrival order.
-    parked: std::collections::VecDeque<String>,
-    parked_acks: HashMap<String, Vec<u128>>,
 }
 
 /// Everything the actors of one service share.
@@ -213,8 +209,6 @@ impl<L: Logic> ServiceCtx<L> {
                 slots: HashMap::new(),
                 by_actor: HashMap::new(),
                 failures: HashMap::new(),
-                parked: Default::default(),
-                parked_acks: HashMap::new(),
             }),
             depth: Mutex::new(HashMap::new()),
             restarts: AtomicU64::new(0),
@@ -245,26 +239,6 @@ impl<L: Logic> ServiceCtx<L> {
             if !g.slots.contains_key(entity) {
                 if !activate {
                     return Ok(());
-                }
-                if g.slots.len() >= self.settings.actors.max_live {
-                    // Memory pressure: a wake-up or an acknowledgement can
-                    // wait (the inbox is durable); see `unpark`.
-                    let ids = match &msg {
-                        EntityMsg::Wake => Some(Vec::new()),
-                        EntityMsg::Delivered(ids) => Some(ids.clone()),
-                        _ => None,
-                    };
-                    if let Some(ids) = ids {
-                        let g = &mut *g;
-                        match g.parked_acks.get_mut(entity) {
-                            Some(acks) => acks.extend(ids),
-                            None => {
-                                g.parked_acks.insert(entity.to_owned(), ids);
-                                g.parked.push_back(entity.to_owned());
-                            }
-                        }
-                        return Ok(());
-                    }
                 }
                 self.spawn_locked(&mut g, entity)?;
             }
@@ -363,9 +337,6 @@ impl<L: Logic> ServiceCtx<L> {
                 g.slots.remove(&entity);
             }
         }
-        if !g.parked.is_empty() {
-            self.timers.unpark_soon();
-        }
     }
 
     fn clear_failures(&self, entity: &str) {
@@ -379,9 +350,6 @@ impl<L: Logic> ServiceCtx<L> {
             Some(s) if s.actor.get_id() == me && s.sent == received => {
                 g.slots.remove(entity);
                 g.by_actor.remove(&me);
-                if !g.parked.is_empty() {
-                    self.timers.unpark_soon();
-                }
                 true
             }
             _ => false,
@@ -391,42 +359,6 @@ impl<L: Logic> ServiceCtx<L> {
     /// Number of live entity actors.
     pub fn active(&self) -> usize {
         self.lock().slots.len()
-    }
-
-    /// Whether some entity waits for room under `actors.max_live`.
-    pub fn has_parked(&self) -> bool {
-        !self.lock().parked.is_empty()
-    }
-
-    /// Activates parked entities while there is room under `actors.max_live`
-    /// (called by the timer task): their acknowledgements, then a wake-up.
-    pub fn unpark(self: &Arc<Self>) {
-        let batch: Vec<(String, Vec<u128>)> = {
-            let mut g = self.lock();
-            let room = self.settings.actors.max_live.saturating_sub(g.slots.len());
-            let mut out = Vec::new();
-            while out.len() < room {
-                let Some(id) = g.parked.pop_front() else {
-                    break;
-                };
-                let acks = g.parked_acks.remove(&id).unwrap_or_default();
-                out.push((id, acks));
-            }
-            out
-        };
-        for (id, acks) in batch {
-            if !acks.is_empty() {
-                let _ = self.send(&id, EntityMsg::Delivered(acks), true);
-            }
-            if let Err(e) = self.send(&id, EntityMsg::Wake, true) {
-                tracing::warn!(entity = %id, error = %e, "parked entity could not be woken; recovery wakes it");
-            }
-        }
-    }
-
-    /// Whether `entity` has a live actor.
-    pub fn is_live(&self, entity: &str) -> bool {
-        self.lock().slots.contains_key(entity)
     }
 
     /// Records that `n` inbox entries were appended for `entity`.
@@ -620,15 +552,10 @@ impl<L: Logic> Actor for EntityActor<L> {
         arm_timer(st);
         // A finished entity whose messages are all delivered has nothing left
         // to do: passivate now instead of holding memory until the idle sweep.
-        // Above `actors.max_live` live actors, any entity with nothing queued
-        // passivates (its deadline stays armed in the timer wheel; a reply or
-        // a delivery acknowledgement re-activates it): memory stays bounded
-        // however many sagas are in flight, at the cost of re-activations.
         let done = st.rec.as_ref().is_some_and(|r| {
             st.ctx.logic.finished(&r.state) && r.outbox.iter().all(|e| st.delivered.contains(&e.id))
         });
-        let crowded = st.ctx.active() >= st.ctx.settings.actors.max_live;
-        if (done || crowded)
+        if done
             && st
                 .ctx
                 .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
