@@ -29,7 +29,8 @@ async fn start_on(dir: &Path) -> Arc<Runtime> {
     }
 }
 
-/// Waits (bounded) until no order is PENDING; returns how many orders exist.
+/// Waits (bounded) until no order is PENDING and every saga has ended (a
+/// saga ends only after its order settles); returns how many orders exist.
 async fn settle(rt: &Runtime) -> usize {
     let pending = OrderFilter {
         customer_id: None,
@@ -38,10 +39,14 @@ async fn settle(rt: &Runtime) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (p, _) = rt.list_orders(&pending, None, 1).await.expect("list");
-        if p.is_empty() {
+        let (sagas, _) = rt
+            .list_sagas(None, None, None, 100_000)
+            .await
+            .expect("list sagas");
+        if p.is_empty() && sagas.iter().all(|s| s.phase.is_terminal()) {
             break;
         }
-        assert!(Instant::now() < deadline, "orders still PENDING after 60 s");
+        assert!(Instant::now() < deadline, "not settled after 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all = OrderFilter {
@@ -100,7 +105,11 @@ async fn data_without_the_index_is_scanned_once_and_indexed() {
         drop(store);
         let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("reopen");
         for db in [&store.customer, &store.order, &store.saga, &store.view] {
-            assert!(!db.active_index_complete().expect("read key"), "{}", db.name);
+            assert!(
+                !db.active_index_complete().expect("read key"),
+                "{}",
+                db.name
+            );
         }
         store.close().expect("close");
     }

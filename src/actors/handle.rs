@@ -331,10 +331,27 @@ impl Runtime {
         if let Ok(mut e) = self.endpoints.write() {
             e.take();
         }
-        if let Ok(mut b) = self.background.lock() {
-            for t in b.drain(..) {
-                t.abort();
-            }
+        let tasks: Vec<_> = self
+            .background
+            .lock()
+            .map(|mut b| b.drain(..).collect())
+            .unwrap_or_default();
+        for t in &tasks {
+            t.abort();
+        }
+        // Wait for them and for the supervision tree, so that nothing holds
+        // the databases once shutdown returns (the data directory can be
+        // opened again at once).
+        for t in tasks {
+            let _ = t.await;
+        }
+        let root = self
+            .root_join
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(j) = root {
+            let _ = tokio::time::timeout(per, j).await;
         }
         self.store.close()?;
         Ok(())

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The scale checks of BENCHMARKS.md: start-up time and RSS with 1,000,000
+# orders stored, and recovery of 10,000 and 100,000 in-flight sagas (from
+# process start until no order is PENDING), with RSS when ready, at the end,
+# and the peak. Builds the release binary; needs ~4 GB of RAM and ~1 GB of
+# disk under $SCALE_DIR (default /tmp/durasaga-scale). Takes ~5 minutes.
+#
+#   scripts/scale-checks.sh            # all checks
+#   scripts/scale-checks.sh 10k        # one of: 1m 10k 100k
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+BIN="$PWD/target/release/durasaga"
+DIR="${SCALE_DIR:-/tmp/durasaga-scale}"
+PORT="${SCALE_PORT:-18199}"
+URL="http://127.0.0.1:$PORT"
+mkdir -p "$DIR"
+
+now() { date +%s.%N; }
+rss_mb() { echo $(( $(ps -o rss= -p "$1") / 1024 )); }
+elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+# serve DATA: starts the service, prints "pid start_time"
+serve() {
+  RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$PORT" --data-dir "$1" >"$DIR/serve.log" 2>&1 &
+  echo "$! $(now)"
+}
+
+wait_ready() {
+  for _ in $(seq 1 6000); do
+    curl -sf "$URL/health/ready" >/dev/null && return 0
+    sleep 0.01
+  done
+  echo "not ready after 60 s" >&2; return 1
+}
+
+stop() { kill -TERM "$1"; wait "$1" || true; }
+
+check_1m() {
+  local d="$DIR/orders-1m"
+  rm -rf "$d"
+  "$BIN" fill --data-dir "$d" --customers 100000 --orders 1000000
+  echo "disk: $(du -sh "$d" | cut -f1) ($(du -sh "$d"/* | tr '\n' ' '))"
+  for run in first second; do
+    read -r pid t0 < <(serve "$d")
+    wait_ready; t1=$(now); sleep 1
+    echo "1M orders, $run start: ready in $(elapsed "$t0" "$t1") s, RSS $(rss_mb "$pid") MB"
+    stop "$pid"
+  done
+}
+
+# recover N CUSTOMERS: N sagas in flight, then start and time until no order is PENDING
+recover() {
+  local n=$1 customers=$2 d="$DIR/inflight-$1"
+  rm -rf "$d"
+  "$BIN" fill --data-dir "$d" --customers "$customers" --orders 0 --in-flight "$n"
+  read -r pid t0 < <(serve "$d")
+  wait_ready; t1=$(now); r1=$(rss_mb "$pid"); peak=$r1
+  until curl -s "$URL/orders?state=PENDING&limit=1" | grep -q '"orders":\[\]'; do
+    r=$(rss_mb "$pid"); (( r > peak )) && peak=$r
+    sleep 0.05
+  done
+  t2=$(now)
+  failed=$(curl -s "$URL/sagas?state=FAILED&limit=1000" | python3 -c 'import sys,json; print(len(json.load(sys.stdin)["sagas"]))')
+  echo "$n in flight: ready in $(elapsed "$t0" "$t1") s (RSS $r1 MB), every order terminal $(elapsed "$t0" "$t2") s after start, peak RSS $peak MB, FAILED sagas $failed"
+  stop "$pid"
+}
+
+case "${1:-all}" in
+  1m) check_1m ;;
+  10k) recover 10000 1000 ;;
+  100k) recover 100000 10000 ;;
+  all) check_1m; recover 10000 1000; recover 100000 10000 ;;
+  *) echo "usage: $0 [1m|10k|100k|all]" >&2; exit 2 ;;
+esac
