@@ -11,9 +11,7 @@
 
 mod common;
 
-use common::{spawn_app_with, TestApp};
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use common::{spawn_app_with, with_app, TestApp};
 use reqwest::header::{HeaderMap, ALLOW, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -21,37 +19,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// One app at a time in this process (see the module docs).
-static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Runs `test` against a fresh app started with the settings `patch`, then
-/// stops the app (even if `test` panicked) and waits until its names are
-/// released, so that the next test can start its own.
-async fn with_app<F>(patch: Value, test: F)
-where
-    F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
-{
-    let _one_at_a_time = ONE_APP.lock().await;
-    let app = spawn_app_with(patch).await;
-    let outcome = std::panic::AssertUnwindSafe(test(&app))
-        .catch_unwind()
-        .await;
-    app.stop().await;
-    let deadline = Instant::now() + DEADLINE;
-    // Its actors unregister their names when they stop.
-    while !ractor::registry::registered().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the stopped app's actors are still registered: {:?}",
-            ractor::registry::registered()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 fn url(app: &TestApp, path: &str) -> String {
     format!("{}{path}", app.url)

@@ -15,11 +15,10 @@
 
 mod common;
 
-use common::{spawn_app_with, TestApp};
+use common::{exclusive, spawn_app_with, wait_unregistered, with_app};
 use durasaga::actors::Runtime;
 use durasaga::config::Settings;
 use durasaga::harness::{cents, credit_violations, Client};
-use futures::future::BoxFuture;
 use futures::FutureExt;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -28,54 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// One app (and one set of armed faults) at a time in this process.
-static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Switches every fault off when dropped, even while a failed test unwinds.
-struct Disarm;
-
-impl Drop for Disarm {
-    fn drop(&mut self) {
-        durasaga::fault::set_customer_silent(false);
-        durasaga::fault::arm_customer_panics(0);
-    }
-}
-
-/// Waits until the stopped app's actors have left ractor's global registry,
-/// so that the next app can register the same names.
-async fn wait_unregistered() {
-    let deadline = Instant::now() + DEADLINE;
-    while !ractor::registry::registered().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the stopped app's actors are still registered: {:?}",
-            ractor::registry::registered()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Runs `test` against a fresh app started with the settings `patch`, then
-/// disarms the faults, stops the app (even if `test` panicked) and waits until
-/// its names are released.
-async fn with_app<F>(patch: Value, test: F)
-where
-    F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
-{
-    let _one_at_a_time = ONE_APP.lock().await;
-    let disarm = Disarm;
-    let app = spawn_app_with(patch).await;
-    let outcome = std::panic::AssertUnwindSafe(test(&app))
-        .catch_unwind()
-        .await;
-    drop(disarm);
-    app.stop().await;
-    wait_unregistered().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// An app started on an existing data directory (a restart).
 struct Restarted {
@@ -800,8 +751,7 @@ async fn concurrent_requests_with_one_key_get_one_order() {
 /// order made before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_survive_a_restart() {
-    let _one_at_a_time = ONE_APP.lock().await;
-    let _disarm = Disarm;
+    let _one_at_a_time = exclusive().await;
     let app = spawn_app_with(json!({})).await;
     let first = std::panic::AssertUnwindSafe(async {
         let c = &app.client;

@@ -143,6 +143,33 @@ fn stop_and_check(mut server: ChildServer, dir: &Path) {
     });
 }
 
+/// After the fault: restarts on `data`; every acknowledged order is there and
+/// settled, a new order goes through, and `check` passes after a clean stop.
+async fn restart_and_verify(
+    data: &Path,
+    env: &[(&str, &str)],
+    mut acked: HashMap<String, String>,
+    who: &[String],
+) {
+    let server = start(data, env);
+    let client = Client::new(&server.url);
+    client
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("ready after restart");
+    assert_all_acked_settled(&client, &acked, who).await;
+    let v = client
+        .create_order(&who[0], "1.00", 10)
+        .await
+        .expect("new order after restart");
+    acked.insert(
+        v["orderId"].as_str().expect("orderId").to_owned(),
+        who[0].clone(),
+    );
+    assert_all_acked_settled(&client, &acked, who).await;
+    stop_and_check(server, data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_nearly_full_answers_503_keeps_data_and_recovers_when_space_is_freed() {
     let Some(disk) = SmallDisk::mount(64) else {
@@ -273,7 +300,7 @@ async fn disk_full_without_watermark_stops_with_75_and_restart_recovers() {
     let who = customers(&client, 2).await;
 
     let filler = disk.fill_leaving(2 << 20);
-    let (mut acked, others, status) = drive_until_exit(&mut server, &client, &who, 50_000).await;
+    let (acked, others, status) = drive_until_exit(&mut server, &client, &who, 50_000).await;
     assert_eq!(
         status.code(),
         Some(75),
@@ -295,23 +322,7 @@ async fn disk_full_without_watermark_stops_with_75_and_restart_recovers() {
     drop(server);
 
     std::fs::remove_file(&filler).expect("remove filler");
-    let server = start(&data, &env);
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("ready after restart");
-    assert_all_acked_settled(&client, &acked, &who).await;
-    let v = client
-        .create_order(&who[0], "1.00", 10)
-        .await
-        .expect("new order after restart");
-    acked.insert(
-        v["orderId"].as_str().expect("orderId").to_owned(),
-        who[0].clone(),
-    );
-    assert_all_acked_settled(&client, &acked, &who).await;
-    stop_and_check(server, &data);
+    restart_and_verify(&data, &env, acked, &who).await;
 }
 
 #[cfg(feature = "failpoints")]
@@ -332,7 +343,7 @@ async fn failed_fsync_stops_with_75_and_restart_recovers() {
         .await
         .expect("ready");
     let who = customers(&client, 2).await;
-    let (mut acked, others, status) = drive_until_exit(&mut server, &client, &who, 20_000).await;
+    let (acked, others, status) = drive_until_exit(&mut server, &client, &who, 20_000).await;
     assert_eq!(
         status.code(),
         Some(75),
@@ -353,21 +364,11 @@ async fn failed_fsync_stops_with_75_and_restart_recovers() {
     );
     drop(server);
 
-    let server = start(&data, &[("DURASAGA__STORAGE__DURABILITY", "fsync")]);
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("ready after restart");
-    assert_all_acked_settled(&client, &acked, &who).await;
-    let v = client
-        .create_order(&who[0], "1.00", 10)
-        .await
-        .expect("new order after restart");
-    acked.insert(
-        v["orderId"].as_str().expect("orderId").to_owned(),
-        who[0].clone(),
-    );
-    assert_all_acked_settled(&client, &acked, &who).await;
-    stop_and_check(server, &data);
+    restart_and_verify(
+        &data,
+        &[("DURASAGA__STORAGE__DURABILITY", "fsync")],
+        acked,
+        &who,
+    )
+    .await;
 }

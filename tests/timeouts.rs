@@ -9,56 +9,11 @@
 
 mod common;
 
-use common::{spawn_app_with, TestApp};
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use common::{with_app, TestApp};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// One app (and one silence flag) at a time in this process.
-static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Switches every fault off when dropped, even while a failed test unwinds.
-struct Disarm;
-
-impl Drop for Disarm {
-    fn drop(&mut self) {
-        durasaga::fault::set_customer_silent(false);
-        durasaga::fault::arm_customer_panics(0);
-    }
-}
-
-/// Runs `test` against a fresh app started with the settings `patch`, then
-/// disarms the faults, stops the app (even if `test` panicked) and waits
-/// until its actors' names are released.
-async fn with_app<F>(patch: Value, test: F)
-where
-    F: for<'a> FnOnce(&'a TestApp) -> BoxFuture<'a, ()>,
-{
-    let _one_at_a_time = ONE_APP.lock().await;
-    let disarm = Disarm;
-    let app = spawn_app_with(patch).await;
-    let outcome = std::panic::AssertUnwindSafe(test(&app))
-        .catch_unwind()
-        .await;
-    drop(disarm);
-    app.stop().await;
-    let deadline = Instant::now() + DEADLINE;
-    // Its actors unregister their names when they stop.
-    while !ractor::registry::registered().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the stopped app's actors are still registered: {:?}",
-            ractor::registry::registered()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 async fn send(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, Value) {
     let r = app

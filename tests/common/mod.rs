@@ -65,3 +65,72 @@ impl TestApp {
         self.dir
     }
 }
+
+/// The longest any helper here waits for a condition.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One app (and one set of armed faults) at a time in a test process: the
+/// fault flags in `durasaga::fault` are process-global.
+static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Disarms every fault when dropped, even while a failed test unwinds.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        durasaga::fault::set_customer_silent(false);
+        durasaga::fault::arm_customer_panics(0);
+    }
+}
+
+/// Waits until a stopped app's actors have left ractor's global registry,
+/// so that the next app can register the same names.
+pub async fn wait_unregistered() {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ractor::registry::registered().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped app's actors are still registered: {:?}",
+            ractor::registry::registered()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// This process's one app slot: held while an app runs; dropping it
+/// disarms the faults.
+pub struct Exclusive {
+    _disarm: Disarm,
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for the one app slot of the process (see [`Exclusive`]).
+pub async fn exclusive() -> Exclusive {
+    let lock = ONE_APP.lock().await;
+    Exclusive {
+        _disarm: Disarm,
+        _lock: lock,
+    }
+}
+
+/// Runs `test` against a fresh app started with the settings `patch` (one
+/// app at a time in the process), then disarms the faults, stops the app
+/// (even if `test` panicked) and waits until its names are released.
+pub async fn with_app<F>(patch: serde_json::Value, test: F)
+where
+    F: for<'a> FnOnce(&'a TestApp) -> futures::future::BoxFuture<'a, ()>,
+{
+    use futures::FutureExt;
+    let _one_at_a_time = ONE_APP.lock().await;
+    let disarm = Disarm;
+    let app = spawn_app_with(patch).await;
+    let outcome = std::panic::AssertUnwindSafe(test(&app))
+        .catch_unwind()
+        .await;
+    drop(disarm);
+    app.stop().await;
+    wait_unregistered().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
