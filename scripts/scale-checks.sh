@@ -20,10 +20,11 @@ now() { date +%s.%N; }
 rss_mb() { echo $(( $(ps -o rss= -p "$1") / 1024 )); }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-# serve DATA: starts the service, prints "pid start_time"
+# serve DATA: starts the service in the background; sets $pid and $t0
 serve() {
+  t0=$(now)
   RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$PORT" --data-dir "$1" >"$DIR/serve.log" 2>&1 &
-  echo "$! $(now)"
+  pid=$!
 }
 
 wait_ready() {
@@ -34,7 +35,7 @@ wait_ready() {
   echo "not ready after 60 s" >&2; return 1
 }
 
-stop() { kill -TERM "$1"; wait "$1" || true; }
+stop() { kill -TERM "$1"; wait "$1"; }
 
 check_1m() {
   local d="$DIR/orders-1m"
@@ -42,7 +43,7 @@ check_1m() {
   "$BIN" fill --data-dir "$d" --customers 100000 --orders 1000000
   echo "disk: $(du -sh "$d" | cut -f1) ($(du -sh "$d"/* | tr '\n' ' '))"
   for run in first second; do
-    read -r pid t0 < <(serve "$d")
+    serve "$d"
     wait_ready; t1=$(now); sleep 1
     echo "1M orders, $run start: ready in $(elapsed "$t0" "$t1") s, RSS $(rss_mb "$pid") MB"
     stop "$pid"
@@ -54,7 +55,7 @@ recover() {
   local n=$1 customers=$2 d="$DIR/inflight-$1"
   rm -rf "$d"
   "$BIN" fill --data-dir "$d" --customers "$customers" --orders 0 --in-flight "$n"
-  read -r pid t0 < <(serve "$d")
+  serve "$d"
   wait_ready; t1=$(now); r1=$(rss_mb "$pid"); peak=$r1
   until curl -s "$URL/orders?state=PENDING&limit=1" | grep -q '"orders":\[\]'; do
     r=$(rss_mb "$pid"); (( r > peak )) && peak=$r

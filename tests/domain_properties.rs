@@ -327,9 +327,21 @@ impl World {
         let before = self.saga.clone();
         let t = step(&before, &input, self.now, jitter, &self.policy);
 
-        // Terminal phases ignore everything (Failed accepts an operator retry).
+        // Terminal phases ignore everything. Failed accepts an operator retry
+        // and the late reply its failed step awaited, which moves it forward.
+        let revived = before.phase == SagaPhase::Failed
+            && t.changed
+            && matches!(&input, SagaInput::Reply(p) if awaited_by(before.resume) == Some(p.kind()));
+        if revived {
+            prop_assert!(
+                t.state.phase != SagaPhase::Failed,
+                "revived into Failed: {:?}",
+                t.state
+            );
+        }
         let frozen = before.phase.is_terminal()
-            && !(before.phase == SagaPhase::Failed && input == SagaInput::Retry);
+            && !(before.phase == SagaPhase::Failed && input == SagaInput::Retry)
+            && !revived;
         if frozen {
             prop_assert!(!t.changed, "{:?} changed on {:?}", before.phase, input);
             prop_assert!(t.messages.is_empty());
@@ -561,6 +573,18 @@ impl World {
     }
 }
 
+/// The reply a saga waiting in `phase` is waiting for.
+fn awaited_by(phase: Option<SagaPhase>) -> Option<&'static str> {
+    match phase? {
+        SagaPhase::ReservingCredit => None, // several answers; never resumed from Failed
+        SagaPhase::ReleasingCredit => Some("CreditReleased"),
+        SagaPhase::ApprovingOrder => Some("OrderApproved"),
+        SagaPhase::RejectingOrder => Some("OrderRejected"),
+        SagaPhase::CancellingOrder => Some("OrderCancelled"),
+        _ => None,
+    }
+}
+
 fn reply_order(p: &Payload) -> &OrderId {
     p.order_id().expect("saga messages name their order")
 }
@@ -589,17 +613,19 @@ proptest! {
             prop_assert_eq!(s.policy.on_exhausted, ExhaustedPolicy::Pause);
         }
 
-        // Once terminal, nothing but an operator retry of Failed moves it.
+        // Once terminal, nothing moves it; a Failed saga only moves on an
+        // operator retry or the late reply its failed step awaited (which
+        // settle() below may deliver).
         if phase.is_terminal() {
             let frozen = w.saga.clone();
-            for p in w.produced.clone() {
-                w.input(SagaInput::Reply(p), 0.5)?;
+            if phase != SagaPhase::Failed {
+                for p in w.produced.clone() {
+                    w.input(SagaInput::Reply(p), 0.5)?;
+                }
+                w.input(SagaInput::Retry, 0.5)?;
             }
             w.now += 1_000_000;
             w.input(SagaInput::Timer, 0.5)?;
-            if phase != SagaPhase::Failed {
-                w.input(SagaInput::Retry, 0.5)?;
-            }
             prop_assert_eq!(&w.saga, &frozen);
         }
 

@@ -7,7 +7,8 @@
 //!
 //! Invariants: a saga approves only after a `CreditReserved` reply; it ends in
 //! exactly one terminal phase (`Approved`, `Rejected`, `Cancelled` or `Failed`)
-//! and ignores every input once there (except an operator retry of `Failed`);
+//! and ignores every input once there (except, for `Failed`, an operator retry
+//! or the late reply its failed step was waiting for);
 //! replies that do not fit the current phase (late or duplicate) change nothing.
 
 use super::ids::{CustomerId, OrderId, SagaId};
@@ -385,7 +386,22 @@ fn on_reply(s: &SagaState, p: &Payload, now: Millis, policy: &SagaPolicy) -> Tra
     if p_order(p) != Some(&s.order_id) {
         return unchanged(s);
     }
-    // A paused saga still accepts the reply it was waiting for.
+    // A paused or failed saga still accepts the reply it was waiting for: a
+    // late answer proves the step happened (e.g. an order approved while its
+    // saga's attempts timed out behind a backlog). A failed saga moves only
+    // forward this way; a late refusal leaves it as it is.
+    if s.phase == SagaPhase::Failed {
+        let mut waiting = s.clone();
+        waiting.phase = s.resume.unwrap_or(s.phase);
+        waiting.resume = None;
+        waiting.error = None;
+        let t = on_reply(&waiting, p, now, policy);
+        return if t.changed && t.state.phase != SagaPhase::Failed {
+            t
+        } else {
+            unchanged(s)
+        };
+    }
     let phase = if s.phase == SagaPhase::Paused {
         s.resume.unwrap_or(s.phase)
     } else {

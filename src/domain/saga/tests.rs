@@ -850,9 +850,33 @@ fn given_failed_compensation_when_operator_retries_then_releasing_credit_again()
 }
 
 #[test]
-fn given_failed_compensation_when_a_late_credit_released_arrives_then_nothing_changes() {
+fn given_failed_compensation_when_a_late_credit_released_arrives_then_the_rejection_goes_on() {
     let s = exhaust(&compensating()).state;
-    assert_unchanged(&s, &reply(&s, credit_released(), s.updated_at + 1));
+    assert_eq!(s.phase, SagaPhase::Failed);
+    let t = reply(&s, credit_released(), s.updated_at + 1);
+    assert!(t.changed);
+    assert_eq!(t.state.phase, SagaPhase::RejectingOrder);
+    assert_eq!(t.state.reason, Some(RejectionReason::CreditCheckTimeout));
+    assert_eq!(t.state.error, None);
+    assert_eq!(t.state.resume, None);
+    assert_eq!(t.messages.len(), 1);
+}
+
+#[test]
+fn given_failed_approval_when_the_late_order_approved_arrives_then_approved() {
+    let s = failed();
+    assert_eq!(s.resume, Some(SagaPhase::ApprovingOrder));
+    let t = reply(
+        &s,
+        Payload::OrderApproved { order_id: oid() },
+        s.updated_at + 1,
+    );
+    assert!(t.changed);
+    assert_eq!(t.state.phase, SagaPhase::Approved);
+    assert_eq!(t.state.error, None);
+    assert!(t.messages.is_empty());
+    // Once approved, the saga is frozen as usual.
+    assert_unchanged(&t.state, &retry(&t.state, t.state.updated_at + 1));
 }
 
 // =========================================================================
@@ -1238,7 +1262,7 @@ fn given_approved_rejected_or_cancelled_when_any_input_then_nothing_changes() {
 }
 
 #[test]
-fn given_failed_when_any_input_but_retry_then_nothing_changes() {
+fn given_failed_when_any_input_but_retry_or_the_awaited_reply_then_nothing_changes() {
     let failed_states = [
         failed(),
         exhaust(&compensating()).state,
@@ -1247,17 +1271,33 @@ fn given_failed_when_any_input_but_retry_then_nothing_changes() {
     for s in failed_states {
         assert_eq!(s.phase, SagaPhase::Failed);
         assert!(s.phase.is_terminal());
-        for input in all_inputs(&oid())
-            .into_iter()
-            .chain(all_inputs(&other_oid()))
-        {
+        let awaited = match s.resume {
+            Some(SagaPhase::ReleasingCredit) => "CreditReleased",
+            Some(SagaPhase::ApprovingOrder) => "OrderApproved",
+            Some(SagaPhase::RejectingOrder) => "OrderRejected",
+            Some(SagaPhase::CancellingOrder) => "OrderCancelled",
+            other => panic!("unexpected resume phase {other:?}"),
+        };
+        for input in all_inputs(&oid()) {
             if input == SagaInput::Retry {
                 continue;
             }
-            assert_unchanged(
-                &s,
-                &step(&s, &input, s.updated_at + 1_000_000, 0.5, &policy()),
-            );
+            let t = step(&s, &input, s.updated_at + 1_000_000, 0.5, &policy());
+            match &input {
+                SagaInput::Reply(p) if p.kind() == awaited => {
+                    assert!(t.changed, "{awaited} must revive {s:?}");
+                    assert_ne!(t.state.phase, SagaPhase::Failed);
+                }
+                _ => assert_unchanged(&s, &t),
+            }
+        }
+        for input in all_inputs(&other_oid()) {
+            if input != SagaInput::Retry {
+                assert_unchanged(
+                    &s,
+                    &step(&s, &input, s.updated_at + 1_000_000, 0.5, &policy()),
+                );
+            }
         }
         assert!(retry(&s, s.updated_at + 1).changed);
     }
