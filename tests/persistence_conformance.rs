@@ -1349,3 +1349,26 @@ fn fsync_after_close_does_not_exit_the_process() {
         );
     }
 }
+
+/// A SIGKILL while sled writes a snapshot leaves an empty
+/// `snap.<lsn>.generating` file, and sled 0.34.7 then refuses to open the
+/// database (found by the crash-cycle harness; sled issue #1527). Opening
+/// removes such files, and nothing durable is lost.
+#[tokio::test]
+async fn an_unfinished_sled_snapshot_left_by_a_kill_does_not_block_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Flush, CACHE).expect("open");
+    let seq = append(&store.order, &envelope(7, "s-1", "o-1")).await;
+    close_and_wait(store);
+    let leftover = dir
+        .path()
+        .join("order")
+        .join("snap.FFFFFFFFFFFFFF00.generating");
+    std::fs::File::create(&leftover).expect("create the leftover");
+
+    let store =
+        Store::open(dir.path(), Durability::Flush, CACHE).expect("opens despite the leftover");
+    assert!(!leftover.exists(), "the unfinished snapshot is removed");
+    assert_eq!(pending_ids(&store.order, "o-1", 0), vec![(seq, 7)]);
+    close_and_wait(store);
+}

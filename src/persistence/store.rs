@@ -49,6 +49,26 @@ impl StoreError {
     }
 }
 
+/// Removes the `snap.*.generating` files a kill left behind.
+///
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and
+/// renames it to `snap.<lsn>`; a leftover `.generating` file is never a
+/// complete snapshot. But sled reads it anyway when it has the highest LSN
+/// and then refuses to open ("Read corrupted data", sled issue #1527), which
+/// the crash-cycle harness hit with a SIGKILL during start-up. Without it sled
+/// uses the previous snapshot and replays the log, as after any crash.
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot left by a crash");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn is_no_space_io(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(28) || e.to_string().contains("No space left")
 }
@@ -84,6 +104,7 @@ impl ServiceDb {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        remove_unfinished_snapshots(dir).map_err(|e| open_err(&e))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
