@@ -50,7 +50,7 @@ fn scan_all<S: serde::de::DeserializeOwned>(
             Ok((id, mut rec)) => {
                 // Delivered envelopes of an entity outside the recovery index
                 // (see `ServiceDb::load_indexed`).
-                if db.active_index_complete()? && !db.is_marked_active(&id)? {
+                if db.active_index_complete() && !db.is_marked_active(&id)? {
                     rec.outbox.clear();
                 }
                 if heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor) {

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 static CUSTOMER_PANICS: AtomicU32 = AtomicU32::new(0);
 static CUSTOMER_SILENT: AtomicBool = AtomicBool::new(false);
-static FSYNC_FAILS: AtomicBool = AtomicBool::new(false);
 /// With `failpoints`: the fsync that fails first (1-based); 0 = none.
 static FSYNC_FAIL_AT: AtomicU64 = AtomicU64::new(0);
 static FSYNCS: AtomicU64 = AtomicU64::new(0);
@@ -33,16 +32,8 @@ pub fn customer_silent() -> bool {
     CUSTOMER_SILENT.load(SeqCst)
 }
 
-/// Makes every later fsync fail (durability `fsync` then stops the process).
-pub fn set_fsync_fails(on: bool) {
-    FSYNC_FAILS.store(on, SeqCst);
-}
-
 /// Whether this fsync should fail (counts fsyncs when a failure is armed).
 pub fn fsync_should_fail() -> bool {
-    if FSYNC_FAILS.load(SeqCst) {
-        return true;
-    }
     let at = FSYNC_FAIL_AT.load(SeqCst);
     at != 0 && FSYNCS.fetch_add(1, SeqCst) + 1 >= at
 }

@@ -41,7 +41,7 @@ pub fn fill(
     // in-flight sagas are marked below, settled entities need no mark.
     let mut index_complete = true;
     for db in [&store.customer, &store.order, &store.saga, &store.view] {
-        index_complete &= db.entities.is_empty() || db.active_index_complete()?;
+        index_complete &= db.entities.is_empty() || db.active_index_complete();
     }
     let policy = SagaPolicy::default();
     let customers = customers.max(1);

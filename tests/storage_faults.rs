@@ -92,9 +92,16 @@ async fn post_order(client: &Client, customer: &str) -> Option<(u16, Value)> {
     Some((status, body))
 }
 
-fn start(dir: &Path, env: &[(&str, &str)]) -> ChildServer {
-    tokio::task::block_in_place(|| ChildServer::start(exe(), dir, env))
-        .expect("durasaga serve starts")
+/// Starts the binary on `dir` and waits until it is ready.
+async fn start(dir: &Path, env: &[(&str, &str)]) -> (ChildServer, Client) {
+    let server = tokio::task::block_in_place(|| ChildServer::start(exe(), dir, env))
+        .expect("durasaga serve starts");
+    let client = Client::new(&server.url);
+    client
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("ready");
+    (server, client)
 }
 
 async fn customers(client: &Client, n: usize) -> Vec<String> {
@@ -151,12 +158,7 @@ async fn restart_and_verify(
     mut acked: HashMap<String, String>,
     who: &[String],
 ) {
-    let server = start(data, env);
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("ready after restart");
+    let (server, client) = start(data, env).await;
     assert_all_acked_settled(&client, &acked, who).await;
     let v = client
         .create_order(&who[0], "1.00", 10)
@@ -176,12 +178,7 @@ async fn disk_nearly_full_answers_503_keeps_data_and_recovers_when_space_is_free
         return;
     };
     let data = disk.path.join("data");
-    let server = start(&data, &[("DURASAGA__STORAGE__MIN_FREE_MB", "16")]);
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("ready");
+    let (server, client) = start(&data, &[("DURASAGA__STORAGE__MIN_FREE_MB", "16")]).await;
     let who = customers(&client, 2).await;
 
     // Leave 4 MiB above the 16 MiB watermark, then write until refused.
@@ -291,12 +288,7 @@ async fn disk_full_without_watermark_stops_with_75_and_restart_recovers() {
     };
     let data = disk.path.join("data");
     let env = [("DURASAGA__STORAGE__MIN_FREE_MB", "0")];
-    let mut server = start(&data, &env);
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("ready");
+    let (mut server, client) = start(&data, &env).await;
     let who = customers(&client, 2).await;
 
     let filler = disk.fill_leaving(2 << 20);
@@ -330,18 +322,14 @@ async fn disk_full_without_watermark_stops_with_75_and_restart_recovers() {
 async fn failed_fsync_stops_with_75_and_restart_recovers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let mut server = start(
+    let (mut server, client) = start(
         &data,
         &[
             ("DURASAGA__STORAGE__DURABILITY", "fsync"),
             ("DURASAGA_FAIL_FSYNC_AFTER", "400"),
         ],
-    );
-    let client = Client::new(&server.url);
-    client
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("ready");
+    )
+    .await;
     let who = customers(&client, 2).await;
     let (acked, others, status) = drive_until_exit(&mut server, &client, &who, 20_000).await;
     assert_eq!(

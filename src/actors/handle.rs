@@ -22,8 +22,7 @@ use crate::domain::{
 use crate::domain::{CustomerHistory, Millis, SagaPhase};
 use crate::persistence::deadletters::DeadLetter;
 use crate::persistence::{
-    flusher::FlushError, EntityRecord, IdempotencyRecord, OrderRecord, Reservation, ServiceDb,
-    Store, StoreError,
+    EntityRecord, IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
 };
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -307,14 +306,17 @@ impl Runtime {
 
     /// Waits until the supervision tree stops (escalation or shutdown).
     pub async fn stopped(&self) {
-        let join = self
-            .root_join
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(j) = join {
+        if let Some(j) = self.take_root_join() {
             let _ = j.await;
         }
+    }
+
+    /// The root supervisor's task, to await once (by `stopped` or `shutdown`).
+    fn take_root_join(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.root_join
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Stops the actors (bounded by `timeout`) and flushes every database.
@@ -345,12 +347,7 @@ impl Runtime {
         for t in tasks {
             let _ = t.await;
         }
-        let root = self
-            .root_join
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(j) = root {
+        if let Some(j) = self.take_root_join() {
             let _ = tokio::time::timeout(per, j).await;
         }
         self.store.close()?;
@@ -380,16 +377,15 @@ impl Runtime {
             EntityMsg::Command(cmd, RpcReplyPort::from(tx)),
             true,
         )?;
-        match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
+        let answer = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        if !matches!(answer, Ok(Ok(Ok(_)))) {
             // A failed storage is what made the actor fail: say so.
-            _ if ctx.db.flusher.failure().is_some() => Err(StoreError::from(
-                ctx.db
-                    .flusher
-                    .failure()
-                    .unwrap_or_else(|| FlushError(String::new())),
-            )
-            .into()),
+            if let Some(f) = ctx.db.flusher.failure() {
+                return Err(StoreError::from(f).into());
+            }
+        }
+        match answer {
+            Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(AppError::Internal(e)),
             Ok(Err(_)) => Err(AppError::Internal(format!(
                 "the {} actor stopped before answering",
@@ -832,7 +828,7 @@ fn recover_service<L: Logic>(
     let mut with_record = std::collections::HashSet::new();
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
-    let indexed = ctx.db.active_index_complete()?;
+    let indexed = ctx.db.active_index_complete();
     type Item<S> = Result<(String, EntityRecord<S>), StoreError>;
     let records: Box<dyn Iterator<Item = Item<L::State>> + '_> = if indexed {
         let ids = ctx.db.active_ids()?;
@@ -889,13 +885,10 @@ fn recover_service<L: Logic>(
         ctx.db.set_active_index_complete()?;
     }
     // Entities outside the index with messages waiting: their cursor decides.
-    let mut heads_only = Vec::new();
     for (id, head) in heads {
-        if !with_record.contains(&id) {
-            heads_only.push((id, head));
+        if with_record.contains(&id) {
+            continue;
         }
-    }
-    for (id, head) in heads_only {
         let cursor = match ctx.db.get::<L::State>(&id) {
             Ok(rec) => rec.map(|r| r.inbox_cursor).unwrap_or(0),
             Err(e) => {

@@ -228,10 +228,9 @@ impl ServiceDb {
 
     /// Whether the recovery index is complete (false for data written before
     /// it existed: recovery then scans every record once and builds it).
-    pub fn active_index_complete(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .index_complete
-            .load(std::sync::atomic::Ordering::SeqCst))
+    pub fn active_index_complete(&self) -> bool {
+        self.index_complete
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records that the recovery index is complete (after every mark).
@@ -256,7 +255,7 @@ impl ServiceDb {
     ) -> Result<(EntityRecord<S>, bool), StoreError> {
         let mut rec = self.load::<S>(id)?;
         let marked = self.is_marked_active(id)?;
-        if !marked && self.active_index_complete()? {
+        if !marked && self.active_index_complete() {
             rec.outbox.clear();
         }
         Ok((rec, marked))
