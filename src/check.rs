@@ -53,7 +53,7 @@ fn scan_all<S: serde::de::DeserializeOwned>(
                 if db.active_index_complete() && !db.is_marked_active(&id)? {
                     rec.outbox.clear();
                 }
-                if heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor) {
+                if heads.get(&id).is_some_and(|h| h.last > rec.inbox_cursor) {
                     v.push(Violation {
                         invariant: "no pending inbox after quiescence",
                         detail: format!("{} {id} has unconsumed inbox entries", db.name),

@@ -340,25 +340,62 @@ async fn inbox_remove_consumed_removes_only_up_to_the_cursor() {
 }
 
 #[tokio::test]
-async fn inbox_heads_reports_the_highest_sequence_per_entity() {
+async fn inbox_heads_reports_the_lowest_and_highest_sequence_per_entity() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path(), Durability::Flush);
     assert!(db.inbox_heads().unwrap().is_empty());
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut spans: BTreeMap<String, InboxSpan> = BTreeMap::new();
     let entities = ["c-1", "c-2", "c-10", "z"];
     for i in 0..40u128 {
         let to = entities[(i as usize * 3) % entities.len()];
         let seq = append(&db, &envelope(i, "s", to)).await;
-        last.insert(to.to_owned(), seq);
+        spans
+            .entry(to.to_owned())
+            .and_modify(|s| s.last = seq)
+            .or_insert(InboxSpan {
+                first: seq,
+                last: seq,
+            });
     }
-    assert_eq!(db.inbox_heads().unwrap(), last);
-    // Removing consumed entries below the head keeps the head.
-    let head = last["c-1"];
+    assert_eq!(db.inbox_heads().unwrap(), spans);
+    // Removing consumed entries below the head keeps the head and moves the
+    // lowest sequence up to the head.
+    let head = spans["c-1"].last;
     db.inbox_remove_consumed("c-1", head - 1).unwrap();
-    assert_eq!(db.inbox_heads().unwrap()["c-1"], head);
+    assert_eq!(
+        db.inbox_heads().unwrap()["c-1"],
+        InboxSpan {
+            first: head,
+            last: head
+        }
+    );
     db.inbox_remove_consumed("c-1", head).unwrap();
-    last.remove("c-1");
-    assert_eq!(db.inbox_heads().unwrap(), last);
+    spans.remove("c-1");
+    assert_eq!(db.inbox_heads().unwrap(), spans);
+}
+
+#[tokio::test]
+async fn inbox_remove_by_key_removes_exactly_those_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path(), Durability::Flush);
+    let mut seqs = Vec::new();
+    for i in 0..10u128 {
+        seqs.push(append(&db, &envelope(i, "s", "e-1")).await);
+        append(&db, &envelope(100 + i, "s", "e-10")).await;
+    }
+    // Remove the 2nd, 3rd and 7th entries of e-1 (and a sequence that is not there).
+    db.inbox_remove("e-1", &[seqs[1], seqs[2], seqs[6], u64::MAX - 7])
+        .unwrap();
+    let left: Vec<u128> = pending_ids(&db, "e-1", 0)
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(left, vec![0, 3, 4, 5, 7, 8, 9]);
+    assert_eq!(
+        pending_ids(&db, "e-10", 0).len(),
+        10,
+        "the neighbour is untouched"
+    );
 }
 
 #[tokio::test]
@@ -395,7 +432,8 @@ async fn inbox_entries_never_leak_between_prefix_sharing_entities() {
     let heads = db.inbox_heads().unwrap();
     assert_eq!(heads.len(), entities.len());
     for e in entities {
-        assert_eq!(heads[e], *seqs[e].last().unwrap(), "head of {e:?}");
+        assert_eq!(heads[e].last, *seqs[e].last().unwrap(), "head of {e:?}");
+        assert_eq!(heads[e].first, seqs[e][0], "first of {e:?}");
     }
     // Consuming everything of "a" leaves every neighbour untouched.
     db.inbox_remove_consumed("a", u64::MAX - 1).unwrap();
@@ -641,7 +679,7 @@ async fn durable_writes_are_there_after_reopening_the_store() {
         pending.iter().map(|p| p.0).collect::<Vec<_>>(),
         seqs[4..].to_vec()
     );
-    assert_eq!(store.order.inbox_heads().unwrap()["o-1"], seqs[9]);
+    assert_eq!(store.order.inbox_heads().unwrap()["o-1"].last, seqs[9]);
 
     // Redelivery: the handler resumes from the cursor after the restart.
     let mut rec: EntityRecord<Counter> = store.order.load("o-1").unwrap();

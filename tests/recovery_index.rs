@@ -125,3 +125,68 @@ async fn data_without_the_index_is_scanned_once_and_indexed() {
     let report = durasaga::check::check(dir.path()).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_inbox_entries_are_removed_by_their_actors_and_left_overs_by_recovery() {
+    use durasaga::domain::{Address, Envelope, OrderId, Payload, Service, SCHEMA_VERSION};
+    use durasaga::persistence::OrderRecord;
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 20, 20);
+    let rt = start_on(dir.path()).await;
+    assert_eq!(settle(&rt).await, 40);
+    stop(rt).await;
+
+    let order_id;
+    {
+        let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
+        // Every consumed entry was removed by the actor that consumed it.
+        for db in [&store.customer, &store.order, &store.saga, &store.view] {
+            let heads = db.inbox_heads().expect("heads");
+            assert!(heads.is_empty(), "{}: {heads:?}", db.name);
+        }
+        // What a crash between a commit and the removal leaves behind: an
+        // entry at the entity's cursor.
+        let (id, mut rec) = store
+            .order
+            .scan::<OrderRecord>(None)
+            .next()
+            .expect("an order")
+            .expect("decodes");
+        let env = Envelope {
+            id: 7,
+            kind: "ApproveOrder".into(),
+            schema_version: SCHEMA_VERSION,
+            from: Address {
+                service: Service::Saga,
+                entity: id.clone(),
+            },
+            to: Address {
+                service: Service::Order,
+                entity: id.clone(),
+            },
+            correlation: id.clone(),
+            reply_to: None,
+            attempt: 1,
+            sent_at: 0,
+            payload: Payload::ApproveOrder {
+                order_id: OrderId::parse(&id).expect("order id"),
+            },
+        };
+        let (seq, _) = store.order.inbox_append(&env).expect("append");
+        rec.inbox_cursor = seq;
+        store.order.save(&id, &rec).expect("save");
+        store.close().expect("close");
+        order_id = id;
+    }
+
+    let rt = start_on(dir.path()).await;
+    assert_eq!(rt.recovery.entities_woken, 0, "{:?}", rt.recovery);
+    let heads = rt.store.order.inbox_heads().expect("heads");
+    assert!(
+        heads.is_empty(),
+        "left-over entry of {order_id} kept: {heads:?}"
+    );
+    stop(rt).await;
+    let report = durasaga::check::check(dir.path()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}

@@ -448,8 +448,8 @@ pub struct EntityState<L: Logic> {
     timer_for: Option<Millis>,
     /// Whether the entity is in the `active` index (read with the record).
     marked: bool,
-    /// Inbox entries up to this sequence were removed (0: maybe none).
-    removed_upto: u64,
+    /// Consumed inbox entries not yet removed (removed by key, in batches).
+    consumed: Vec<u64>,
 }
 
 impl<L: Logic> Actor for EntityActor<L> {
@@ -476,7 +476,7 @@ impl<L: Logic> Actor for EntityActor<L> {
             last_active: Instant::now(),
             timer_for: None,
             marked: false,
-            removed_upto: 0,
+            consumed: Vec::new(),
         })
     }
 
@@ -503,6 +503,11 @@ impl<L: Logic> Actor for EntityActor<L> {
         }
         if st.rec.is_none() {
             let (rec, marked) = st.ctx.db.load_indexed::<L::State>(&st.id)?;
+            if st.failures > 0 {
+                // Restarted after a failure: the failed instance may have
+                // consumed entries it did not get to remove.
+                st.ctx.db.inbox_remove_consumed(&st.id, rec.inbox_cursor)?;
+            }
             st.rec = Some(rec);
             st.marked = marked;
         }
@@ -591,15 +596,14 @@ fn passivate<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr
 }
 
 /// Removes consumed inbox entries once more than `slack` have accumulated
-/// since the last removal (done in batches, not after every drain).
+/// (done in batches, not after every drain; by key, not by a range scan).
 fn remove_consumed<L: Logic>(
     st: &mut EntityState<L>,
-    slack: u64,
+    slack: usize,
 ) -> Result<(), ActorProcessingErr> {
-    let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
-    if cursor > st.removed_upto.saturating_add(slack) {
-        st.ctx.db.inbox_remove_consumed(&st.id, cursor)?;
-        st.removed_upto = cursor;
+    if st.consumed.len() > slack {
+        st.ctx.db.inbox_remove(&st.id, &st.consumed)?;
+        st.consumed.clear();
     }
     Ok(())
 }
@@ -620,6 +624,11 @@ fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
 async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
     let max_attempts = st.ctx.settings.mailbox.max_attempts;
     loop {
+        // Every append is counted before it happens (`ServiceCtx::add_depth`),
+        // so with nothing counted there is nothing to read.
+        if st.ctx.depth_of(&st.id) == 0 {
+            return Ok(());
+        }
         let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
         // After a failure, handle one message at a time so the poisoned one is known.
         let batch = if st.failures > 0 {
@@ -634,9 +643,11 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
         let mut cx = Cx::new(st.me.clone());
         let n = pending.len() as u64;
         let mut deadletters = Vec::new();
+        let mut seqs = Vec::with_capacity(pending.len());
         let rec = st.rec.as_mut().ok_or("record not loaded")?;
         for (seq, env) in pending {
             rec.inbox_cursor = seq;
+            seqs.push(seq);
             match env {
                 Err(error) => deadletters.push(DeadLetter {
                     id: new_envelope_id(),
@@ -689,6 +700,7 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                 .increment(1);
         }
         commit(st, cx.out).await?;
+        st.consumed.extend(seqs);
         st.ctx.sub_depth(&st.id, n);
         if st.failures > 0 {
             st.failures = 0;
@@ -700,7 +712,7 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
 
 /// Consumed inbox entries an active entity lets accumulate before removing
 /// them (they are all removed at passivation).
-const REMOVE_SLACK: u64 = 32;
+const REMOVE_SLACK: usize = 32;
 
 /// One durable commit: state + outbox + cursor + dedup window in a single
 /// insert, then the flush barrier, then the relay hand-off.

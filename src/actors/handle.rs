@@ -866,7 +866,12 @@ fn recover_service<L: Logic>(
             ctx.db.unmark_active(&id)?;
         }
         outbox.extend(rec.outbox.iter().cloned());
-        let pending = heads.get(&id).is_some_and(|h| *h > rec.inbox_cursor);
+        let span = heads.get(&id).copied();
+        if span.is_some_and(|h| h.first <= rec.inbox_cursor) {
+            // Consumed entries a crash left before their removal.
+            ctx.db.inbox_remove_consumed(&id, rec.inbox_cursor)?;
+        }
+        let pending = span.is_some_and(|h| h.last > rec.inbox_cursor);
         let deadline = ctx.logic.deadline(&rec.state);
         if pending {
             ctx.add_depth(&id, ctx.db.inbox_depth(&id, rec.inbox_cursor)? as u64);
@@ -885,7 +890,7 @@ fn recover_service<L: Logic>(
         ctx.db.set_active_index_complete()?;
     }
     // Entities outside the index with messages waiting: their cursor decides.
-    for (id, head) in heads {
+    for (id, span) in heads {
         if with_record.contains(&id) {
             continue;
         }
@@ -897,7 +902,10 @@ fn recover_service<L: Logic>(
                 continue;
             }
         };
-        if head > cursor {
+        if span.first <= cursor {
+            ctx.db.inbox_remove_consumed(&id, cursor)?;
+        }
+        if span.last > cursor {
             ctx.add_depth(&id, ctx.db.inbox_depth(&id, cursor)? as u64);
             wake.push(id);
         }

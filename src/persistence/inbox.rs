@@ -5,7 +5,8 @@
 //! sequence from sled's monotonic `generate_id`, which never goes back after a
 //! restart). An entry is *pending* while its sequence is above the entity's
 //! `inbox_cursor`; removing consumed entries is housekeeping and need not be
-//! durable (the cursor already says they are consumed).
+//! durable (the cursor already says they are consumed). Actors remove what
+//! they consumed by key; start-up recovery removes what a crash left behind.
 
 use super::codec;
 use super::keys;
@@ -16,6 +17,13 @@ use std::collections::BTreeMap;
 
 /// One pending inbox entry: its sequence and the envelope, or why it does not decode.
 pub type InboxEntry = (u64, Result<Envelope, String>);
+
+/// The sequences of an entity's inbox entries: lowest and highest present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxSpan {
+    pub first: u64,
+    pub last: u64,
+}
 
 impl ServiceDb {
     /// Appends an envelope to its receiver's inbox. Returns the entry's
@@ -90,15 +98,33 @@ impl ServiceDb {
         Ok(())
     }
 
-    /// For every entity that has inbox entries, the highest sequence present.
-    /// Start-up recovery compares it with each entity's cursor.
-    pub fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut heads = BTreeMap::new();
+    /// Removes these consumed entries of `entity` by key (no range scan: the
+    /// actor knows what it consumed). Not flushed, as above.
+    pub fn inbox_remove(&self, entity: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        for &seq in seqs {
+            self.inbox.remove(keys::inbox(entity, seq))?;
+        }
+        Ok(())
+    }
+
+    /// For every entity that has inbox entries, the lowest and the highest
+    /// sequence present. Start-up recovery compares them with each entity's
+    /// cursor: entries at or below it are consumed ones a crash left behind.
+    pub fn inbox_heads(&self) -> Result<BTreeMap<String, InboxSpan>, StoreError> {
+        let mut heads: BTreeMap<String, InboxSpan> = BTreeMap::new();
         for item in self.inbox.iter() {
             let (k, _) = item?;
             if let Some((id, seq)) = keys::parse_inbox(&k) {
-                let e = heads.entry(id.to_owned()).or_insert(0);
-                *e = (*e).max(seq);
+                heads
+                    .entry(id.to_owned())
+                    .and_modify(|s| {
+                        s.first = s.first.min(seq);
+                        s.last = s.last.max(seq);
+                    })
+                    .or_insert(InboxSpan {
+                        first: seq,
+                        last: seq,
+                    });
             }
         }
         Ok(heads)

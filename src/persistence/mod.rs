@@ -25,6 +25,7 @@ pub mod store;
 pub use codec::CodecError;
 pub use flusher::{Durability, Flusher, Ticket};
 pub use idempotency::{IdempotencyRecord, Reservation};
+pub use inbox::InboxSpan;
 pub use records::{EntityRecord, OrderRecord, SEEN_WINDOW};
 pub use space::SpaceGuard;
 pub use store::{ServiceDb, Store, StoreError};
