@@ -8,7 +8,7 @@
 
 use crate::domain::{Customer, Order, OrderState};
 use crate::domain::{CustomerHistory, Payload, Reservation, SagaState};
-use crate::persistence::{EntityRecord, OrderRecord, ServiceDb, Store, StoreError};
+use crate::persistence::{keys, EntityRecord, ListTerm, OrderRecord, ServiceDb, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -37,6 +37,30 @@ fn open(dir: &Path) -> Result<Store, StoreError> {
         });
     }
     Store::open(dir, crate::persistence::Durability::Flush, 64 << 20)
+}
+
+/// Every record is listed under each of its terms (filtered lists would
+/// miss it otherwise). Extra entries are allowed: readers re-check them.
+fn check_listed<S>(
+    db: &ServiceDb,
+    records: &[(String, EntityRecord<S>)],
+    terms: fn(Option<&S>) -> Vec<ListTerm>,
+    v: &mut Vec<Violation>,
+) -> Result<(), StoreError> {
+    if !db.list_index_complete() {
+        return Ok(());
+    }
+    for (id, rec) in records {
+        for (term, value) in terms(rec.state.as_ref()) {
+            if !db.lists.contains_key(keys::list(term, &value, id))? {
+                v.push(Violation {
+                    invariant: "every record is in the list index under its terms",
+                    detail: format!("{} {id} is not listed under {term} = {value}", db.name),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scan_all<S: serde::de::DeserializeOwned>(
@@ -85,6 +109,19 @@ pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let orders: Vec<(String, EntityRecord<OrderRecord>)> = scan_all(&store.order, &mut v)?;
     let sagas: Vec<(String, EntityRecord<SagaState>)> = scan_all(&store.saga, &mut v)?;
     let views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;
+
+    check_listed(
+        &store.order,
+        &orders,
+        crate::actors::logic::order_list_terms,
+        &mut v,
+    )?;
+    check_listed(
+        &store.saga,
+        &sagas,
+        crate::actors::logic::saga_list_terms,
+        &mut v,
+    )?;
 
     let undelivered: usize = customers.iter().map(|(_, r)| r.outbox.len()).sum::<usize>()
         + orders.iter().map(|(_, r)| r.outbox.len()).sum::<usize>()

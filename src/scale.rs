@@ -5,7 +5,8 @@
 //! without per-record flushes, and flushes once at the end.
 
 use crate::actors::entity::new_envelope_id;
-use crate::domain::saga::{self, SagaInput};
+use crate::actors::logic;
+use crate::domain::saga::{self, SagaInput, SagaState};
 use crate::domain::{
     Address, Customer, CustomerHistory, CustomerId, Envelope, Money, OrderId, OrderState, Payload,
     RecordedEvent, SagaId, SagaKind, SagaPolicy, SCHEMA_VERSION,
@@ -26,6 +27,69 @@ fn id(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:010}")
 }
 
+/// Lists and saves an order: created, and approved if `approved`.
+fn put_order(
+    store: &Store,
+    oid: &OrderId,
+    cid: &CustomerId,
+    amount: Money,
+    approved: bool,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut events = vec![RecordedEvent {
+        seq: 1,
+        at: now,
+        event: OrderEvent::OrderCreated {
+            customer_id: cid.clone(),
+            total: amount,
+        },
+    }];
+    if approved {
+        events.push(RecordedEvent {
+            seq: 2,
+            at: now,
+            event: OrderEvent::OrderApproved,
+        });
+    }
+    let rec = OrderRecord {
+        id: oid.clone(),
+        saga_id: oid.to_string(),
+        events,
+        cancel_requested: false,
+    };
+    store
+        .order
+        .list_index_add(oid.as_str(), &logic::order_list_terms(Some(&rec)))?;
+    store.order.save(
+        oid.as_str(),
+        &EntityRecord {
+            state: Some(rec),
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// Lists and saves a saga; one with an outbox is marked for recovery first.
+fn put_saga(store: &Store, state: SagaState, outbox: Vec<Envelope>) -> Result<(), StoreError> {
+    let sid = state.id.to_string();
+    if !outbox.is_empty() {
+        store.saga.mark_active(&sid)?;
+    }
+    store
+        .saga
+        .list_index_add(&sid, &logic::saga_list_terms(Some(&state)))?;
+    store.saga.save(
+        &sid,
+        &EntityRecord {
+            state: Some(state),
+            outbox,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
 /// Writes `customers` customers, `orders` settled (APPROVED) orders with their
 /// sagas and views, and `in_flight` sagas that have just sent `ReserveCredit`
 /// (as after a crash mid-flight: the envelope is still in the saga's outbox).
@@ -43,6 +107,10 @@ pub fn fill(
     for db in [&store.customer, &store.order, &store.saga, &store.view] {
         index_complete &= db.entities.is_empty() || db.active_index_complete();
     }
+    // Likewise the list index: every order and saga written here is listed.
+    let lists_complete = [&store.order, &store.saga]
+        .iter()
+        .all(|db| db.entities.is_empty() || db.list_index_complete());
     let policy = SagaPolicy::default();
     let customers = customers.max(1);
     let amount = Money::from_cents(100).unwrap_or(Money::ZERO);
@@ -72,33 +140,7 @@ pub fn fill(
             order_id: oid.clone(),
             amount,
         });
-        let rec = OrderRecord {
-            id: oid.clone(),
-            saga_id: oid.to_string(),
-            events: vec![
-                RecordedEvent {
-                    seq: 1,
-                    at: now,
-                    event: OrderEvent::OrderCreated {
-                        customer_id: cid.clone(),
-                        total: amount,
-                    },
-                },
-                RecordedEvent {
-                    seq: 2,
-                    at: now,
-                    event: OrderEvent::OrderApproved,
-                },
-            ],
-            cancel_requested: false,
-        };
-        store.order.save(
-            oid.as_str(),
-            &EntityRecord {
-                state: Some(rec),
-                ..Default::default()
-            },
-        )?;
+        put_order(&store, &oid, &cid, amount, true, now)?;
         let sid = SagaId::create_order(&oid);
         let t = saga::start(
             sid.clone(),
@@ -127,13 +169,7 @@ pub fn fill(
             0.5,
             &policy,
         );
-        store.saga.save(
-            sid.as_str(),
-            &EntityRecord {
-                state: Some(t.state),
-                ..Default::default()
-            },
-        )?;
+        put_saga(&store, t.state, Vec::new())?;
         views[k].apply(&Payload::OrderChanged {
             order_id: oid,
             customer_id: cid,
@@ -147,26 +183,7 @@ pub fn fill(
         let k = i % customers;
         let oid = OrderId::parse(id("f", i)).unwrap_or_else(|_| unreachable!());
         let cid = cust[k].id.clone();
-        let rec = OrderRecord {
-            id: oid.clone(),
-            saga_id: oid.to_string(),
-            events: vec![RecordedEvent {
-                seq: 1,
-                at: now,
-                event: OrderEvent::OrderCreated {
-                    customer_id: cid.clone(),
-                    total: amount,
-                },
-            }],
-            cancel_requested: false,
-        };
-        store.order.save(
-            oid.as_str(),
-            &EntityRecord {
-                state: Some(rec),
-                ..Default::default()
-            },
-        )?;
+        put_order(&store, &oid, &cid, amount, false, now)?;
         let sid = SagaId::create_order(&oid);
         let t = saga::start(
             sid.clone(),
@@ -193,15 +210,7 @@ pub fn fill(
                 payload: m.payload.clone(),
             })
             .collect();
-        store.saga.mark_active(sid.as_str())?;
-        store.saga.save(
-            sid.as_str(),
-            &EntityRecord {
-                state: Some(t.state),
-                outbox,
-                ..Default::default()
-            },
-        )?;
+        put_saga(&store, t.state, outbox)?;
         views[k].apply(&Payload::OrderChanged {
             order_id: oid,
             customer_id: cid,
@@ -233,6 +242,10 @@ pub fn fill(
         for db in [&store.customer, &store.order, &store.saga, &store.view] {
             db.set_active_index_complete()?;
         }
+    }
+    if lists_complete {
+        store.order.set_list_index_complete()?;
+        store.saga.set_list_index_complete()?;
     }
     store.close()?;
     Ok(Filled {

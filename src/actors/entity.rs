@@ -16,7 +16,7 @@ use super::relay::Relay;
 use crate::config::Settings;
 use crate::domain::{Address, Envelope, Millis, Payload, Service, SCHEMA_VERSION};
 use crate::persistence::deadletters::DeadLetter;
-use crate::persistence::{EntityRecord, ServiceDb};
+use crate::persistence::{EntityRecord, ListTerm, ServiceDb};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -124,6 +124,13 @@ pub trait Logic: Send + Sync + Sized + 'static {
     /// database's `active` index, so recovery never scans the rest.
     fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
         !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
+    }
+    /// Whether this kind of entity has list terms (see [`Self::list_terms`]).
+    const LISTED: bool = false;
+    /// The field values this state is listed under, for filtered lists (see
+    /// `persistence::lists`). Pure: the same state gives the same terms.
+    fn list_terms(&self, _state: &Option<Self::State>) -> Vec<ListTerm> {
+        Vec::new()
     }
     /// Called after every durable commit (notifications).
     fn after_commit(&self, _id: &str, _state: &Option<Self::State>) {}
@@ -450,6 +457,8 @@ pub struct EntityState<L: Logic> {
     marked: bool,
     /// Consumed inbox entries not yet removed (removed by key, in batches).
     consumed: Vec<u64>,
+    /// The list terms of the loaded or last committed state.
+    terms: Vec<ListTerm>,
 }
 
 impl<L: Logic> Actor for EntityActor<L> {
@@ -477,6 +486,7 @@ impl<L: Logic> Actor for EntityActor<L> {
             timer_for: None,
             marked: false,
             consumed: Vec::new(),
+            terms: Vec::new(),
         })
     }
 
@@ -508,6 +518,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                 // consumed entries it did not get to remove.
                 st.ctx.db.inbox_remove_consumed(&st.id, rec.inbox_cursor)?;
             }
+            st.terms = st.ctx.logic.list_terms(&rec.state);
             st.rec = Some(rec);
             st.marked = marked;
         }
@@ -731,7 +742,28 @@ async fn commit<L: Logic>(
         st.ctx.db.mark_active(&st.id)?;
         st.marked = true;
     }
+    // List terms: new ones before the record, stale ones after it (see
+    // `persistence::lists`).
+    let terms = st.ctx.logic.list_terms(&rec.state);
+    if terms != st.terms {
+        let added: Vec<ListTerm> = terms
+            .iter()
+            .filter(|t| !st.terms.contains(t))
+            .cloned()
+            .collect();
+        st.ctx.db.list_index_add(&st.id, &added)?;
+    }
     let ticket = st.ctx.db.save(&st.id, rec)?;
+    if terms != st.terms {
+        let gone: Vec<ListTerm> = st
+            .terms
+            .iter()
+            .filter(|t| !terms.contains(t))
+            .cloned()
+            .collect();
+        st.ctx.db.list_index_remove(&st.id, &gone)?;
+        st.terms = terms;
+    }
     crate::fault::crash_point("after_commit_before_flush");
     if L::SERVICE == Service::View {
         crate::fault::crash_point("projector_checkpoint");

@@ -22,7 +22,8 @@ use crate::domain::{
 use crate::domain::{CustomerHistory, Millis, SagaPhase};
 use crate::persistence::deadletters::DeadLetter;
 use crate::persistence::{
-    EntityRecord, IdempotencyRecord, OrderRecord, Reservation, ServiceDb, Store, StoreError,
+    EntityRecord, IdempotencyRecord, ListTerm, OrderRecord, Reservation, ServiceDb, Store,
+    StoreError,
 };
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -528,7 +529,12 @@ impl Runtime {
         limit: usize,
     ) -> Result<(Vec<OrderView>, Option<String>), AppError> {
         let mut out = Vec::new();
-        for item in self.store.order.scan::<OrderRecord>(after) {
+        let by = match (&filter.customer_id, filter.state) {
+            (Some(c), _) => Some((logic::ORDER_CUSTOMER, c.clone())),
+            (None, Some(s)) => Some((logic::ORDER_STATE, s.as_str().to_owned())),
+            (None, None) => None,
+        };
+        for item in listed::<OrderRecord>(&self.store.order, by, after) {
             let (_, rec) = item?;
             let Some(v) = rec.state.and_then(OrderView::from_record) else {
                 continue;
@@ -633,7 +639,8 @@ impl Runtime {
         limit: usize,
     ) -> Result<(Vec<SagaState>, Option<String>), AppError> {
         let mut out = Vec::new();
-        for item in self.store.saga.scan::<SagaState>(after) {
+        let by = phase.map(|p| (logic::SAGA_PHASE, p.as_str().to_owned()));
+        for item in listed::<SagaState>(&self.store.saga, by, after) {
             let (_, rec) = item?;
             let Some(s) = rec.state else { continue };
             if phase.is_some_and(|p| p != s.phase)
@@ -800,6 +807,54 @@ fn order_error(e: OrderError) -> AppError {
     }
 }
 
+/// Entity records with their ids, as read from a service database.
+type Records<'a, S> = Box<dyn Iterator<Item = Result<(String, EntityRecord<S>), StoreError>> + 'a>;
+
+/// The records of `db` in id order after `after`: only those listed under
+/// `by` when it is given (the caller re-checks each record: the list index
+/// may hold stale entries, see `persistence::lists`), else every record.
+fn listed<'a, S: serde::de::DeserializeOwned + 'a>(
+    db: &'a ServiceDb,
+    by: Option<ListTerm>,
+    after: Option<&'a str>,
+) -> Records<'a, S> {
+    match by {
+        Some((term, value)) if db.list_index_complete() => Box::new(
+            db.list_index_ids(term, &value, after)
+                .filter_map(move |id| {
+                    let id = match id {
+                        Ok(id) => id,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    db.get::<S>(&id).transpose().map(|r| r.map(|rec| (id, rec)))
+                }),
+        ),
+        _ => Box::new(db.scan::<S>(after)),
+    }
+}
+
+/// Lists every record of a service under its terms, once, for data written
+/// before the list index existed.
+fn build_list_index<L: Logic>(ctx: &ServiceCtx<L>) -> Result<(), AppError> {
+    tracing::info!(
+        service = L::SERVICE.name(),
+        "building the list index: scanning every record once"
+    );
+    for item in ctx.db.scan::<L::State>(None) {
+        match item {
+            Ok((id, rec)) => ctx
+                .db
+                .list_index_add(&id, &ctx.logic.list_terms(&rec.state))?,
+            // Reported by recovery, which reads the record too.
+            Err(e) => {
+                tracing::error!(service = L::SERVICE.name(), error = %e, "record does not decode; not listed")
+            }
+        }
+    }
+    ctx.db.set_list_index_complete()?;
+    Ok(())
+}
+
 /// Cuts `items` (fetched with one extra) to `limit` and derives the cursor.
 fn page<T>(
     mut items: Vec<T>,
@@ -821,6 +876,9 @@ fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
     r: &mut RecoveryReport,
 ) -> Result<impl FnOnce() -> Result<(), AppError>, AppError> {
+    if L::LISTED && !ctx.db.list_index_complete() {
+        build_list_index(ctx)?;
+    }
     let heads = ctx.db.inbox_heads()?;
     let mut outbox = Vec::new();
     let mut wake = Vec::new();
@@ -829,8 +887,7 @@ fn recover_service<L: Logic>(
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
     let indexed = ctx.db.active_index_complete();
-    type Item<S> = Result<(String, EntityRecord<S>), StoreError>;
-    let records: Box<dyn Iterator<Item = Item<L::State>> + '_> = if indexed {
+    let records: Records<'_, L::State> = if indexed {
         let ids = ctx.db.active_ids()?;
         r.indexed_entities += ids.len();
         Box::new(

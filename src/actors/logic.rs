@@ -10,7 +10,7 @@ use crate::domain::{
     Envelope, Millis, Money, Order, OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy,
     Service,
 };
-use crate::persistence::OrderRecord;
+use crate::persistence::{ListTerm, OrderRecord};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- customers
@@ -142,6 +142,30 @@ fn record_events(rec: &mut OrderRecord, events: Vec<order::OrderEvent>, now: Mil
 /// The order an order record describes.
 pub fn fold(rec: &OrderRecord) -> Option<Order> {
     Order::fold(&rec.id, &rec.events)
+}
+
+/// What `GET /orders` filters by: the order's customer and state.
+pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
+    rec.and_then(fold)
+        .map(|o| {
+            vec![
+                (ORDER_CUSTOMER, o.customer_id.as_str().to_owned()),
+                (ORDER_STATE, o.state.as_str().to_owned()),
+            ]
+        })
+        .unwrap_or_default()
+}
+
+/// List terms of orders (see [`order_list_terms`]) and sagas ([`saga_list_terms`]).
+pub const ORDER_CUSTOMER: &str = "customer";
+pub const ORDER_STATE: &str = "state";
+pub const SAGA_PHASE: &str = "phase";
+
+/// What `GET /sagas` filters by: the saga's phase.
+pub fn saga_list_terms(state: Option<&SagaState>) -> Vec<ListTerm> {
+    state
+        .map(|s| vec![(SAGA_PHASE, s.phase.as_str().to_owned())])
+        .unwrap_or_default()
 }
 
 /// The view event describing an order as of its latest event.
@@ -299,6 +323,11 @@ impl Logic for OrderLogic {
         self.watchers.notify(id);
     }
 
+    const LISTED: bool = true;
+    fn list_terms(&self, state: &Option<OrderRecord>) -> Vec<ListTerm> {
+        order_list_terms(state.as_ref())
+    }
+
     fn finished(&self, state: &Option<OrderRecord>) -> bool {
         let Some(rec) = state else { return true };
         match fold(rec).map(|o| o.state) {
@@ -437,6 +466,11 @@ impl Logic for SagaLogic {
 
     fn finished(&self, state: &Option<SagaState>) -> bool {
         state.as_ref().is_some_and(|s| s.phase.is_terminal())
+    }
+
+    const LISTED: bool = true;
+    fn list_terms(&self, state: &Option<SagaState>) -> Vec<ListTerm> {
+        saga_list_terms(state.as_ref())
     }
 
     fn deadline(&self, state: &Option<SagaState>) -> Option<Millis> {

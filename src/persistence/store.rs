@@ -84,9 +84,13 @@ pub struct ServiceDb {
     pub idempotency: sled::Tree,
     /// Entities that start-up recovery must visit (see [`Self::mark_active`]).
     pub active: sled::Tree,
+    /// Entities by field value, for filtered lists (see `lists`).
+    pub lists: sled::Tree,
     pub flusher: Flusher,
     /// Whether `active` is complete (see [`Self::active_index_complete`]).
     index_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `lists` is complete (see `ServiceDb::list_index_complete`).
+    pub(crate) lists_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Serialises inbox appends (see `inbox_append`).
     pub(crate) append_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
@@ -120,7 +124,9 @@ impl ServiceDb {
             deadletters: db.open_tree(keys::TREE_DEADLETTERS)?,
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
             active: db.open_tree(keys::TREE_ACTIVE)?,
+            lists: db.open_tree(keys::TREE_LISTS)?,
             index_complete: std::sync::Arc::new(db.contains_key(keys::META_ACTIVE_INDEX)?.into()),
+            lists_complete: std::sync::Arc::new(db.contains_key(keys::META_LIST_INDEX)?.into()),
             db,
             flusher,
             append_lock: Default::default(),
