@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The scale checks of BENCHMARKS.md: start-up time and RSS with 1,000,000
-# orders stored, and recovery of 10,000 and 100,000 in-flight sagas (from
+# orders stored (and the time of filtered lists on them), and recovery of
+# 10,000 and 100,000 in-flight sagas (from
 # process start until no order is PENDING), with RSS when ready, at the end,
 # and the peak. Builds the release binary; needs ~4 GB of RAM and ~1 GB of
 # disk under $SCALE_DIR (default /tmp/durasaga-scale). Takes ~5 minutes.
@@ -46,8 +47,18 @@ check_1m() {
     serve "$d"
     wait_ready; t1=$(now); sleep 1
     echo "1M orders, $run start: ready in $(elapsed "$t0" "$t1") s, RSS $(rss_mb "$pid") MB"
+    [[ $run == second ]] && filtered_lists
     stop "$pid"
   done
+}
+
+# The time of filtered lists on the 1M-order data (none of them matches much).
+filtered_lists() {
+  local q
+  for q in "orders?state=PENDING&limit=100" "orders?customerId=c0000000007&limit=100" "sagas?state=FAILED&limit=100"; do
+    echo "GET /$q: $(curl -s -o /dev/null -w '%{http_code} in %{time_total} s' "$URL/$q")"
+  done
+  echo "RSS after the lists: $(rss_mb "$pid") MB"
 }
 
 # recover N CUSTOMERS: N sagas in flight, then start and time until no order is PENDING

@@ -270,21 +270,68 @@ async fn filtered_lists_follow_every_state_change_through_the_list_index() {
         }
     }
     assert_eq!(per_customer, 42);
-    let (approved, _) = rt
-        .list_sagas(Some(SagaPhase::Approved), None, None, 1000)
+    let (every, _) = rt.list_sagas(None, None, None, 1000).await.expect("sagas");
+    for phase in [
+        SagaPhase::Approved,
+        SagaPhase::ReservingCredit,
+        SagaPhase::Failed,
+    ] {
+        let (listed, _) = rt
+            .list_sagas(Some(phase), None, None, 1000)
+            .await
+            .expect("sagas");
+        assert_eq!(
+            listed.len(),
+            every.iter().filter(|s| s.phase == phase).count(),
+            "{phase:?}"
+        );
+    }
+    // No stale entries after normal operation: settled orders keep their
+    // customer term only, settled sagas none.
+    assert_eq!(rt.store.order.lists.len(), 42);
+    assert_eq!(rt.store.saga.lists.len(), 0);
+    stop(rt).await;
+
+    let report = durasaga::check::check(dir.path()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+
+    // In flight: orders are listed as PENDING; sagas are found through the
+    // recovery index (they have a deadline), in id order, after a cursor.
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 0, 3);
+    {
+        let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
+        let pending: Vec<String> = store
+            .order
+            .list_index_ids("state", "PENDING", None)
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(pending.len(), 3);
+        let open: Vec<String> = store
+            .saga
+            .active_ids_after(None)
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(open.len(), 3);
+        let rest: Vec<String> = store
+            .saga
+            .active_ids_after(Some(&open[0]))
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(rest, open[1..].to_vec());
+        store.close().expect("close");
+    }
+    let rt = start_on(dir.path()).await;
+    let (in_flight, _) = rt
+        .list_sagas(Some(SagaPhase::ReservingCredit), None, None, 100)
         .await
         .expect("sagas");
-    let (every, _) = rt.list_sagas(None, None, None, 1000).await.expect("sagas");
-    assert_eq!(
-        approved.len(),
-        every
-            .iter()
-            .filter(|s| s.phase == SagaPhase::Approved)
-            .count()
-    );
-    // No stale entries after normal operation: two terms per order, one per saga.
-    assert_eq!(rt.store.order.lists.len(), 2 * 42);
-    assert_eq!(rt.store.saga.lists.len(), every.len());
+    assert!(in_flight
+        .iter()
+        .all(|s| s.phase == SagaPhase::ReservingCredit));
+    assert_eq!(settle(&rt).await, 3);
+    assert_eq!(rt.store.order.lists.len(), 3);
+    assert_eq!(rt.store.saga.lists.len(), 0);
     stop(rt).await;
     let report = durasaga::check::check(dir.path()).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -299,9 +346,9 @@ async fn stale_list_entries_are_ignored_and_a_missing_list_index_is_built_once()
         let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
         approved_id = store
             .order
-            .list_index_ids("state", "APPROVED", None)
+            .list_index_ids("customer", "c0000000000", None)
             .next()
-            .expect("an approved order")
+            .expect("an order of c0")
             .expect("reads");
         // What a crash between a commit and the removal of the old term leaves.
         store
@@ -333,7 +380,7 @@ async fn stale_list_entries_are_ignored_and_a_missing_list_index_is_built_once()
         // `check` names a record missing from a complete index.
         store
             .order
-            .list_index_remove(&approved_id, &[("state", "APPROVED".to_owned())])
+            .list_index_remove(&approved_id, &[("customer", "c0000000000".to_owned())])
             .expect("remove");
         let report = durasaga::check::check_store(&store).expect("check");
         assert!(

@@ -531,8 +531,10 @@ impl Runtime {
         let mut out = Vec::new();
         let by = match (&filter.customer_id, filter.state) {
             (Some(c), _) => Some((logic::ORDER_CUSTOMER, c.clone())),
-            (None, Some(s)) => Some((logic::ORDER_STATE, s.as_str().to_owned())),
-            (None, None) => None,
+            (None, Some(s)) if logic::order_state_listed(s) => {
+                Some((logic::ORDER_STATE, s.as_str().to_owned()))
+            }
+            _ => None,
         };
         for item in listed::<OrderRecord>(&self.store.order, by, after) {
             let (_, rec) = item?;
@@ -639,8 +641,27 @@ impl Runtime {
         limit: usize,
     ) -> Result<(Vec<SagaState>, Option<String>), AppError> {
         let mut out = Vec::new();
-        let by = phase.map(|p| (logic::SAGA_PHASE, p.as_str().to_owned()));
-        for item in listed::<SagaState>(&self.store.saga, by, after) {
+        let db = &self.store.saga;
+        let records: Records<'_, SagaState> = match phase {
+            Some(p) if logic::saga_phase_listed(p) => {
+                listed(db, Some((logic::SAGA_PHASE, p.as_str().to_owned())), after)
+            }
+            // A saga in flight has a deadline, and a saga with a deadline is
+            // in the recovery index (marked before its record is written).
+            Some(p) if p.is_active() && db.active_index_complete() => {
+                Box::new(db.active_ids_after(after).filter_map(move |id| {
+                    let id = match id {
+                        Ok(id) => id,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    db.get::<SagaState>(&id)
+                        .transpose()
+                        .map(|r| r.map(|rec| (id, rec)))
+                }))
+            }
+            _ => listed(db, None, after),
+        };
+        for item in records {
             let (_, rec) = item?;
             let Some(s) = rec.state else { continue };
             if phase.is_some_and(|p| p != s.phase)

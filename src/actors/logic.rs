@@ -4,11 +4,11 @@
 use super::entity::{Cx, Logic};
 use super::watch::Watchers;
 use crate::domain::order::{self, OrderCommand, OrderError};
-use crate::domain::saga::{self, SagaInput, SagaState, Transition};
+use crate::domain::saga::{self, SagaInput, SagaPhase, SagaState, Transition};
 use crate::domain::{
     customer, Address, Customer, CustomerCommand, CustomerHistory, CustomerId, CustomerReply,
-    Envelope, Millis, Money, Order, OrderId, Payload, RecordedEvent, SagaId, SagaKind, SagaPolicy,
-    Service,
+    Envelope, Millis, Money, Order, OrderId, OrderState, Payload, RecordedEvent, SagaId, SagaKind,
+    SagaPolicy, Service,
 };
 use crate::persistence::{ListTerm, OrderRecord};
 use std::sync::Arc;
@@ -144,29 +144,49 @@ pub fn fold(rec: &OrderRecord) -> Option<Order> {
     Order::fold(&rec.id, &rec.events)
 }
 
-/// What `GET /orders` filters by: the order's customer and state.
+/// What `GET /orders` filters by through the list index: the order's
+/// customer, and its state when that state is a rare one (see
+/// [`order_state_listed`]).
 pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
-    rec.and_then(fold)
-        .map(|o| {
-            vec![
-                (ORDER_CUSTOMER, o.customer_id.as_str().to_owned()),
-                (ORDER_STATE, o.state.as_str().to_owned()),
-            ]
-        })
-        .unwrap_or_default()
+    let Some(o) = rec.and_then(fold) else {
+        return Vec::new();
+    };
+    let mut terms = vec![(ORDER_CUSTOMER, o.customer_id.as_str().to_owned())];
+    if order_state_listed(o.state) {
+        terms.push((ORDER_STATE, o.state.as_str().to_owned()));
+    }
+    terms
+}
+
+/// Whether orders in `state` are in the list index. Only the rare states
+/// are: every listed state costs two index writes per order on the hot path,
+/// while a list of a common state (APPROVED, REJECTED) found by scanning
+/// stops after `limit` matches anyway.
+pub fn order_state_listed(state: OrderState) -> bool {
+    matches!(state, OrderState::Pending | OrderState::Cancelled)
+}
+
+/// What `GET /sagas` filters by through the list index: the phase of a
+/// saga an operator must act on (see [`saga_phase_listed`]).
+pub fn saga_list_terms(state: Option<&SagaState>) -> Vec<ListTerm> {
+    match state {
+        Some(s) if saga_phase_listed(s.phase) => vec![(SAGA_PHASE, s.phase.as_str().to_owned())],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether sagas in `phase` are in the list index: FAILED and PAUSED, which
+/// are rare, so the index costs a happy-path saga nothing. Sagas in flight
+/// all have a deadline, so the recovery index already lists them (see
+/// `Runtime::list_sagas`); settled ones are common enough to scan for.
+pub fn saga_phase_listed(phase: SagaPhase) -> bool {
+    matches!(phase, SagaPhase::Failed | SagaPhase::Paused)
 }
 
 /// List terms of orders (see [`order_list_terms`]) and sagas ([`saga_list_terms`]).
 pub const ORDER_CUSTOMER: &str = "customer";
 pub const ORDER_STATE: &str = "state";
 pub const SAGA_PHASE: &str = "phase";
-
-/// What `GET /sagas` filters by: the saga's phase.
-pub fn saga_list_terms(state: Option<&SagaState>) -> Vec<ListTerm> {
-    state
-        .map(|s| vec![(SAGA_PHASE, s.phase.as_str().to_owned())])
-        .unwrap_or_default()
-}
 
 /// The view event describing an order as of its latest event.
 pub fn order_changed(rec: &OrderRecord) -> Option<Payload> {

@@ -232,6 +232,21 @@ impl ServiceDb {
             .collect()
     }
 
+    /// Ids in the recovery index in id order, starting after `after`.
+    pub fn active_ids_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<String, StoreError>> + 'a {
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(keys::entity(a)),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.active
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+    }
+
     /// Whether the recovery index is complete (false for data written before
     /// it existed: recovery then scans every record once and builds it).
     pub fn active_index_complete(&self) -> bool {
