@@ -27,7 +27,8 @@ fn id(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:010}")
 }
 
-/// Lists and saves an order: created, and approved if `approved`.
+/// Lists and saves an order: created, and approved if `approved` (a PENDING
+/// one is marked for recovery first, as the order actor does).
 fn put_order(
     store: &Store,
     oid: &OrderId,
@@ -57,6 +58,9 @@ fn put_order(
         events,
         cancel_requested: false,
     };
+    if logic::order_pending(Some(&rec)) {
+        store.order.mark_active(oid.as_str())?;
+    }
     store
         .order
         .list_index_add(oid.as_str(), &logic::order_list_terms(Some(&rec)))?;

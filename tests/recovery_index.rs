@@ -72,8 +72,9 @@ async fn recovery_reads_only_indexed_entities_and_finishes_every_saga() {
     fill(dir.path(), 300, 40);
 
     let rt = start_on(dir.path()).await;
-    // The 40 in-flight sagas, not the 300 settled ones (nor their orders).
-    assert_eq!(rt.recovery.indexed_entities, 40, "{:?}", rt.recovery);
+    // The 40 in-flight sagas and their 40 PENDING orders, not the 300 settled
+    // ones.
+    assert_eq!(rt.recovery.indexed_entities, 80, "{:?}", rt.recovery);
     assert_eq!(rt.recovery.outbox_envelopes, 40, "{:?}", rt.recovery);
     // Their deadlines are armed, but no actor is started until one is due or
     // a reply comes: recovering many sagas does not start an actor for each.
@@ -295,15 +296,15 @@ async fn filtered_lists_follow_every_state_change_through_the_list_index() {
     let report = durasaga::check::check(dir.path()).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 
-    // In flight: orders are listed as PENDING; sagas are found through the
-    // recovery index (they have a deadline), in id order, after a cursor.
+    // In flight: PENDING orders and sagas in flight are found through the
+    // recovery index, in id order, after a cursor.
     let dir = tempfile::tempdir().expect("temp dir");
     fill(dir.path(), 0, 3);
     {
         let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
         let pending: Vec<String> = store
             .order
-            .list_index_ids("state", "PENDING", None)
+            .active_ids_after(None)
             .collect::<Result<_, _>>()
             .expect("ids");
         assert_eq!(pending.len(), 3);
@@ -412,6 +413,38 @@ async fn stale_list_entries_are_ignored_and_a_missing_list_index_is_built_once()
             .len(),
         4
     );
+    stop(rt).await;
+    let report = durasaga::check::check(dir.path()).expect("check");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_orders_left_unmarked_by_older_data_are_marked_when_the_list_index_is_built() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 10, 3);
+    // As older data has it: a passivated PENDING order was not kept marked,
+    // and there was no list index.
+    {
+        let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
+        let orders: Vec<String> = store
+            .order
+            .active_ids_after(None)
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        assert_eq!(orders.len(), 3);
+        for id in &orders {
+            store.order.unmark_active(id).expect("unmark");
+        }
+        for db in [&store.order, &store.saga] {
+            db.lists.clear().expect("clear");
+            db.db.remove(keys::META_LIST_INDEX).expect("remove key");
+        }
+        store.close().expect("close");
+    }
+    let rt = start_on(dir.path()).await;
+    // The 3 sagas in flight and, marked again by the build, their 3 orders.
+    assert_eq!(rt.recovery.indexed_entities, 6, "{:?}", rt.recovery);
+    assert_eq!(settle(&rt).await, 13);
     stop(rt).await;
     let report = durasaga::check::check(dir.path()).expect("check");
     assert!(report.violations.is_empty(), "{:?}", report.violations);

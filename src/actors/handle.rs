@@ -529,14 +529,17 @@ impl Runtime {
         limit: usize,
     ) -> Result<(Vec<OrderView>, Option<String>), AppError> {
         let mut out = Vec::new();
-        let by = match (&filter.customer_id, filter.state) {
-            (Some(c), _) => Some((logic::ORDER_CUSTOMER, c.clone())),
+        let db = &self.store.order;
+        let records: Records<'_, OrderRecord> = match (&filter.customer_id, filter.state) {
+            (Some(c), _) => listed(db, Some((logic::ORDER_CUSTOMER, c.clone())), after),
             (None, Some(s)) if logic::order_state_listed(s) => {
-                Some((logic::ORDER_STATE, s.as_str().to_owned()))
+                listed(db, Some((logic::ORDER_STATE, s.as_str().to_owned())), after)
             }
-            _ => None,
+            // A PENDING order is in the recovery index until it settles.
+            (None, Some(OrderState::Pending)) => marked(db, after),
+            _ => listed(db, None, after),
         };
-        for item in listed::<OrderRecord>(&self.store.order, by, after) {
+        for item in records {
             let (_, rec) = item?;
             let Some(v) = rec.state.and_then(OrderView::from_record) else {
                 continue;
@@ -648,17 +651,7 @@ impl Runtime {
             }
             // A saga in flight has a deadline, and a saga with a deadline is
             // in the recovery index (marked before its record is written).
-            Some(p) if p.is_active() && db.active_index_complete() => {
-                Box::new(db.active_ids_after(after).filter_map(move |id| {
-                    let id = match id {
-                        Ok(id) => id,
-                        Err(e) => return Some(Err(e)),
-                    };
-                    db.get::<SagaState>(&id)
-                        .transpose()
-                        .map(|r| r.map(|rec| (id, rec)))
-                }))
-            }
+            Some(p) if p.is_active() => marked(db, after),
             _ => listed(db, None, after),
         };
         for item in records {
@@ -840,22 +833,43 @@ fn listed<'a, S: serde::de::DeserializeOwned + 'a>(
     after: Option<&'a str>,
 ) -> Records<'a, S> {
     match by {
-        Some((term, value)) if db.list_index_complete() => Box::new(
-            db.list_index_ids(term, &value, after)
-                .filter_map(move |id| {
-                    let id = match id {
-                        Ok(id) => id,
-                        Err(e) => return Some(Err(e)),
-                    };
-                    db.get::<S>(&id).transpose().map(|r| r.map(|rec| (id, rec)))
-                }),
-        ),
+        Some((term, value)) if db.list_index_complete() => {
+            records_of(db, db.list_index_ids(term, &value, after))
+        }
         _ => Box::new(db.scan::<S>(after)),
     }
 }
 
+/// The records behind `ids` (an id without a record is skipped).
+fn records_of<'a, S: serde::de::DeserializeOwned + 'a>(
+    db: &'a ServiceDb,
+    ids: impl Iterator<Item = Result<String, StoreError>> + 'a,
+) -> Records<'a, S> {
+    Box::new(ids.filter_map(move |id| {
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => return Some(Err(e)),
+        };
+        db.get::<S>(&id).transpose().map(|r| r.map(|rec| (id, rec)))
+    }))
+}
+
+/// The records of `db` in the recovery index, in id order after `after`
+/// (every record if the index is not complete yet); the caller re-checks
+/// each: a mark may be stale.
+fn marked<'a, S: serde::de::DeserializeOwned + 'a>(
+    db: &'a ServiceDb,
+    after: Option<&'a str>,
+) -> Records<'a, S> {
+    if !db.active_index_complete() {
+        return Box::new(db.scan::<S>(after));
+    }
+    records_of(db, db.active_ids_after(after))
+}
+
 /// Lists every record of a service under its terms, once, for data written
-/// before the list index existed.
+/// before the list index existed; also marks for recovery what such data may
+/// have left unmarked (PENDING orders: see `OrderLogic::needs_recovery`).
 fn build_list_index<L: Logic>(ctx: &ServiceCtx<L>) -> Result<(), AppError> {
     tracing::info!(
         service = L::SERVICE.name(),
@@ -863,9 +877,13 @@ fn build_list_index<L: Logic>(ctx: &ServiceCtx<L>) -> Result<(), AppError> {
     );
     for item in ctx.db.scan::<L::State>(None) {
         match item {
-            Ok((id, rec)) => ctx
-                .db
-                .list_index_add(&id, &ctx.logic.list_terms(&rec.state))?,
+            Ok((id, rec)) => {
+                if ctx.logic.needs_recovery(&rec) {
+                    ctx.db.mark_active(&id)?;
+                }
+                ctx.db
+                    .list_index_add(&id, &ctx.logic.list_terms(&rec.state))?;
+            }
             // Reported by recovery, which reads the record too.
             Err(e) => {
                 tracing::error!(service = L::SERVICE.name(), error = %e, "record does not decode; not listed")

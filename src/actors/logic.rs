@@ -10,7 +10,7 @@ use crate::domain::{
     Envelope, Millis, Money, Order, OrderId, OrderState, Payload, RecordedEvent, SagaId, SagaKind,
     SagaPolicy, Service,
 };
-use crate::persistence::{ListTerm, OrderRecord};
+use crate::persistence::{EntityRecord, ListTerm, OrderRecord};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- customers
@@ -144,8 +144,14 @@ pub fn fold(rec: &OrderRecord) -> Option<Order> {
     Order::fold(&rec.id, &rec.events)
 }
 
+/// Whether the order is PENDING (or has no state yet).
+pub fn order_pending(rec: Option<&OrderRecord>) -> bool {
+    rec.and_then(fold)
+        .is_some_and(|o| o.state == OrderState::Pending)
+}
+
 /// What `GET /orders` filters by through the list index: the order's
-/// customer, and its state when that state is a rare one (see
+/// customer, and its state when that state is listed (see
 /// [`order_state_listed`]).
 pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
     let Some(o) = rec.and_then(fold) else {
@@ -158,12 +164,13 @@ pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
     terms
 }
 
-/// Whether orders in `state` are in the list index. Only the rare states
-/// are: every listed state costs two index writes per order on the hot path,
-/// while a list of a common state (APPROVED, REJECTED) found by scanning
-/// stops after `limit` matches anyway.
+/// Whether orders in `state` are in the list index: CANCELLED only. A listed
+/// state costs two index writes per order; CANCELLED is rare, PENDING orders
+/// are found through the recovery index (see `OrderLogic::needs_recovery`),
+/// and a list of a common state (APPROVED, REJECTED) found by scanning stops
+/// after `limit` matches anyway.
 pub fn order_state_listed(state: OrderState) -> bool {
-    matches!(state, OrderState::Pending | OrderState::Cancelled)
+    state == OrderState::Cancelled
 }
 
 /// What `GET /sagas` filters by through the list index: the phase of a
@@ -346,6 +353,14 @@ impl Logic for OrderLogic {
     const LISTED: bool = true;
     fn list_terms(&self, state: &Option<OrderRecord>) -> Vec<ListTerm> {
         order_list_terms(state.as_ref())
+    }
+
+    /// A PENDING order stays in the recovery index until it settles, so the
+    /// index also lists the PENDING orders (`GET /orders?state=PENDING`)
+    /// without a write of its own: the mark is made at creation anyway (the
+    /// new order has messages to send) and removed when it passivates.
+    fn needs_recovery(&self, rec: &EntityRecord<OrderRecord>) -> bool {
+        !rec.outbox.is_empty() || order_pending(rec.state.as_ref())
     }
 
     fn finished(&self, state: &Option<OrderRecord>) -> bool {
