@@ -223,6 +223,14 @@ impl<L: Logic> ServiceCtx<L> {
     }
 
     /// Sets the supervisor that new entity actors are linked to.
+    /// The service's relay and timer tasks, for shutdown to stop and await.
+    pub fn take_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        [self.relay.take_task(), self.timers.take_task()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     pub fn set_supervisor(&self, cell: ActorCell) {
         *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
     }

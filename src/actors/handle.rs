@@ -334,11 +334,16 @@ impl Runtime {
         if let Ok(mut e) = self.endpoints.write() {
             e.take();
         }
-        let tasks: Vec<_> = self
+        let mut tasks: Vec<_> = self
             .background
             .lock()
             .map(|mut b| b.drain(..).collect())
             .unwrap_or_default();
+        // The relays and timer wheels hold the databases while they work.
+        tasks.extend(self.customers.take_tasks());
+        tasks.extend(self.orders.take_tasks());
+        tasks.extend(self.sagas.take_tasks());
+        tasks.extend(self.views.take_tasks());
         for t in &tasks {
             t.abort();
         }

@@ -17,9 +17,10 @@
 use crate::domain::{Envelope, Service};
 use crate::persistence::ServiceDb;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// A receiving service as the relay sees it.
 pub trait Endpoint: Send + Sync {
@@ -64,6 +65,7 @@ impl Endpoints {
 pub struct Relay {
     service: Service,
     tx: mpsc::UnboundedSender<Vec<Envelope>>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Relay {
@@ -71,8 +73,19 @@ impl Relay {
     /// `endpoints` to be set before it delivers anything.
     pub fn start(service: Service, endpoints: SharedEndpoints) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(service, rx, endpoints));
-        Self { service, tx }
+        let task = tokio::spawn(run(service, rx, endpoints));
+        Self {
+            service,
+            tx,
+            task: Arc::new(Mutex::new(Some(task))),
+        }
+    }
+
+    /// The relay's task, for shutdown to stop and await (once). Stopping it
+    /// mid-delivery is safe: nothing undelivered was acknowledged to its
+    /// sender, so it is resent at the next start.
+    pub fn take_task(&self) -> Option<JoinHandle<()>> {
+        self.task.lock().ok().and_then(|mut t| t.take())
     }
 
     /// Hands freshly committed envelopes over for delivery.

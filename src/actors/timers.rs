@@ -13,21 +13,31 @@ use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
 use crate::domain::Millis;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Weak;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Arms timers of one service.
 pub struct TimerWheel {
     tx: mpsc::UnboundedSender<(Millis, String)>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl TimerWheel {
     /// Starts the wheel of a service; it stops when the service is dropped.
     pub fn start<L: Logic>(ctx: Weak<ServiceCtx<L>>, sweep_every: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ctx, rx, sweep_every));
-        Self { tx }
+        let task = tokio::spawn(run(ctx, rx, sweep_every));
+        Self {
+            tx,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// The wheel's task, for shutdown to stop and await (once).
+    pub fn take_task(&self) -> Option<JoinHandle<()>> {
+        self.task.lock().ok().and_then(|mut t| t.take())
     }
 
     /// Delivers `Timer` to `entity` at `deadline` (ms since the epoch).
