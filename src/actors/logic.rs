@@ -144,7 +144,7 @@ pub fn fold(rec: &OrderRecord) -> Option<Order> {
     Order::fold(&rec.id, &rec.events)
 }
 
-/// Whether the order is PENDING (or has no state yet).
+/// Whether the order exists and is PENDING.
 pub fn order_pending(rec: Option<&OrderRecord>) -> bool {
     rec.and_then(fold)
         .is_some_and(|o| o.state == OrderState::Pending)
@@ -162,9 +162,9 @@ pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
 }
 
 /// Whether orders in `state` are in the list index: CANCELLED only. Every
-/// list term costs sled writes on the hot path (measured: ~3–5 % of
+/// list term costs sled writes on the hot path (measured: ~2–4 % of
 /// throughput per write per saga, and a customer term for 1M orders took
-/// 300 MB of disk and 46 MB of RSS), so only rare ones are listed. PENDING
+/// 309 MB of disk and 46 MB of RSS), so only rare ones are listed. PENDING
 /// orders are found through the recovery index (see
 /// `OrderLogic::needs_recovery`); a list of a common state (APPROVED,
 /// REJECTED) found by scanning stops after `limit` matches anyway.
