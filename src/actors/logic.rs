@@ -162,9 +162,9 @@ pub fn order_list_terms(rec: Option<&OrderRecord>) -> Vec<ListTerm> {
 }
 
 /// Whether orders in `state` are in the list index: CANCELLED only. Every
-/// list term costs sled writes on the hot path (measured: ~2–4 % of
-/// throughput per write per saga, and a customer term for 1M orders took
-/// 309 MB of disk and 46 MB of RSS), so only rare ones are listed. PENDING
+/// list term costs sled writes on the hot path (measured: a customer term,
+/// one write per order, cost ~9 % of throughput and, for 1M orders, 309 MB
+/// of disk and 46 MB of RSS; see BENCHMARKS.md), so only rare ones are listed. PENDING
 /// orders are found through the recovery index (see
 /// `OrderLogic::needs_recovery`); a list of a common state (APPROVED,
 /// REJECTED) found by scanning stops after `limit` matches anyway.
