@@ -300,17 +300,9 @@ async fn filtered_lists_follow_every_state_change_through_the_list_index() {
     fill(dir.path(), 0, 3);
     {
         let store = open_store(dir.path());
-        let pending: Vec<String> = store
-            .order
-            .active_ids_after(None)
-            .collect::<Result<_, _>>()
-            .expect("ids");
+        let pending: Vec<String> = store.order.active_ids().expect("ids");
         assert_eq!(pending.len(), 3);
-        let open: Vec<String> = store
-            .saga
-            .active_ids_after(None)
-            .collect::<Result<_, _>>()
-            .expect("ids");
+        let open: Vec<String> = store.saga.active_ids().expect("ids");
         assert_eq!(open.len(), 3);
         let rest: Vec<String> = store
             .saga
@@ -429,11 +421,7 @@ async fn pending_orders_left_unmarked_by_older_data_are_marked_when_the_list_ind
     // and there was no list index.
     {
         let store = open_store(dir.path());
-        let orders: Vec<String> = store
-            .order
-            .active_ids_after(None)
-            .collect::<Result<_, _>>()
-            .expect("ids");
+        let orders: Vec<String> = store.order.active_ids().expect("ids");
         assert_eq!(orders.len(), 3);
         for id in &orders {
             store.order.unmark_active(id).expect("unmark");

@@ -57,15 +57,11 @@ impl ServiceDb {
     /// Whether the list index covers every record (false for data written
     /// before it existed: start-up then builds it once).
     pub fn list_index_complete(&self) -> bool {
-        self.lists_complete
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.lists_complete.get()
     }
 
     /// Records that the list index covers every record.
     pub fn set_list_index_complete(&self) -> Result<(), StoreError> {
-        self.db.insert(keys::META_LIST_INDEX, &[1u8])?;
-        self.lists_complete
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        self.lists_complete.set(&self.db)
     }
 }

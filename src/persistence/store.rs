@@ -88,11 +88,39 @@ pub struct ServiceDb {
     pub lists: sled::Tree,
     pub flusher: Flusher,
     /// Whether `active` is complete (see [`Self::active_index_complete`]).
-    index_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    index_complete: Completion,
     /// Whether `lists` is complete (see `ServiceDb::list_index_complete`).
-    pub(crate) lists_complete: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) lists_complete: Completion,
     /// Serialises inbox appends (see `inbox_append`).
     pub(crate) append_lock: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// A one-way "this index is complete" flag: a meta key in the default tree
+/// (written after everything it vouches for, so sled's prefix recovery never
+/// has the key without the entries), cached in memory.
+#[derive(Clone)]
+pub(crate) struct Completion {
+    key: &'static [u8],
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Completion {
+    fn read(db: &sled::Db, key: &'static [u8]) -> Result<Self, StoreError> {
+        Ok(Self {
+            key,
+            done: std::sync::Arc::new(db.contains_key(key)?.into()),
+        })
+    }
+
+    pub(crate) fn get(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn set(&self, db: &sled::Db) -> Result<(), StoreError> {
+        db.insert(self.key, &[1u8])?;
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl ServiceDb {
@@ -125,8 +153,8 @@ impl ServiceDb {
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
             active: db.open_tree(keys::TREE_ACTIVE)?,
             lists: db.open_tree(keys::TREE_LISTS)?,
-            index_complete: std::sync::Arc::new(db.contains_key(keys::META_ACTIVE_INDEX)?.into()),
-            lists_complete: std::sync::Arc::new(db.contains_key(keys::META_LIST_INDEX)?.into()),
+            index_complete: Completion::read(&db, keys::META_ACTIVE_INDEX)?,
+            lists_complete: Completion::read(&db, keys::META_LIST_INDEX)?,
             db,
             flusher,
             append_lock: Default::default(),
@@ -225,11 +253,7 @@ impl ServiceDb {
 
     /// Every id in the recovery index.
     pub fn active_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.active
-            .iter()
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
-            .collect()
+        self.active_ids_after(None).collect()
     }
 
     /// Ids in the recovery index in id order, starting after `after`.
@@ -250,16 +274,12 @@ impl ServiceDb {
     /// Whether the recovery index is complete (false for data written before
     /// it existed: recovery then scans every record once and builds it).
     pub fn active_index_complete(&self) -> bool {
-        self.index_complete
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.index_complete.get()
     }
 
     /// Records that the recovery index is complete (after every mark).
     pub fn set_active_index_complete(&self) -> Result<(), StoreError> {
-        self.db.insert(keys::META_ACTIVE_INDEX, &[1u8])?;
-        self.index_complete
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        self.index_complete.set(&self.db)
     }
 
     /// Loads an entity record and whether it is in the recovery index.
