@@ -25,13 +25,15 @@
 //!
 //! `POST /orders` → the OrderActor commits `OrderCreated` with a
 //! `StartCreateOrder` envelope in its outbox (one write), waits for the flush,
-//! answers 201 → the order relay appends the envelope to the saga's inbox in
-//! the saga database, waits for *that* flush, wakes the SagaActor → the saga
-//! commits its state with `ReserveCredit` in its outbox → relay → the
+//! answers 201 → the order relay queues the envelope for the SagaActor and
+//! wakes it → the saga commits its state with `ReserveCredit` in its outbox,
+//! waits for the flush, and only then tells the order that its envelope is
+//! delivered (the order drops it from its outbox) → relay → the
 //! CustomerActor decides, commits its reservation with the reply → relay →
 //! the saga commits `ApproveOrder` → relay → the OrderActor commits
 //! `OrderApproved` and replies → the saga ends. Every hop is at-least-once
-//! (outbox + redelivery after a crash) and every handler is idempotent
+//! (an envelope stays in its sender's durable outbox until its receiver's
+//! handling is durable, and is resent after a crash) and every handler is idempotent
 //! (envelope-id dedup window plus per-order idempotent decisions), so every
 //! effect is applied exactly once.
 //!

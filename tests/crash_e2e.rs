@@ -33,8 +33,8 @@ const LIMIT_CENTS: i64 = 5_000;
 const CYCLES: usize = 4;
 /// Most orders one cycle may fire; the kill comes well before, once enough
 /// sagas are in flight.
-const ORDERS_PER_CYCLE: usize = 800;
-const CONCURRENCY: usize = 64;
+const ORDERS_PER_CYCLE: usize = 2_000;
+const CONCURRENCY: usize = 128;
 /// SIGKILL no earlier than this many POST /orders of the cycle answered ...
 const KILL_AFTER: usize = 100;
 /// ... and once PENDING orders (probed with `GET /orders?state=PENDING`) plus

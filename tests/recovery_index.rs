@@ -454,3 +454,100 @@ async fn the_databases_can_be_reopened_as_soon_as_shutdown_returns_even_mid_deli
         store.close().expect("close");
     }
 }
+
+/// A message stays in its sender's outbox until its receiver has handled it
+/// durably, not merely received it: with the Customer service unable to start
+/// an actor, the saga's `ReserveCredit` is queued but never handled, so the
+/// saga's stored outbox still holds it after shutdown, and the next start
+/// resends it and finishes the saga, reserving credit once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stays_in_its_senders_outbox_until_its_receiver_handled_it() {
+    use durasaga::domain::{CustomerId, Money, Payload, SagaState};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let with = |rt_settings: serde_json::Value| {
+        Settings::defaults()
+            .with(serde_json::json!({"storage": {"data_dir": dir.path()}}))
+            .and_then(|s| s.with(rt_settings))
+            .expect("settings")
+    };
+    // No reply timeout within the test: the saga sends ReserveCredit once.
+    let no_retry = serde_json::json!({"saga": {"reply_timeout_ms": 600_000}});
+    let rt = Runtime::start(with(no_retry.clone())).await.expect("start");
+    let customer = rt
+        .create_customer("Queued".into(), Money::from_cents(10_000).unwrap(), None)
+        .await
+        .expect("customer");
+    let cid: CustomerId = customer.id.clone();
+    stop(rt).await;
+
+    // No customer actor is live after a restart, and none may start now.
+    let rt = Runtime::start(with(no_retry.clone()))
+        .await
+        .expect("restart");
+    rt.customers.close();
+    let order = rt
+        .create_order(cid.clone(), Money::from_cents(2_500).unwrap(), None)
+        .await
+        .expect("order");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.customers.depth_of(cid.as_str()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "ReserveCredit never reached the customer's queue"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rt.customers.depth_of(cid.as_str()), 1);
+    stop(rt).await;
+
+    {
+        let store = open_store(dir.path());
+        let saga = store
+            .saga
+            .get::<SagaState>(&order.saga_id)
+            .expect("read saga")
+            .expect("saga stored");
+        let reserve: Vec<_> = saga
+            .outbox
+            .iter()
+            .filter(|e| matches!(e.payload, Payload::ReserveCredit { .. }))
+            .collect();
+        assert_eq!(
+            reserve.len(),
+            1,
+            "the unhandled ReserveCredit left the saga's outbox: {:?}",
+            saga.outbox
+        );
+        assert!(
+            store
+                .saga
+                .active_ids()
+                .expect("ids")
+                .contains(&order.saga_id),
+            "the saga left the recovery index"
+        );
+        assert!(
+            store.customer.inbox_heads().expect("heads").is_empty(),
+            "nothing goes to the durable inbox"
+        );
+        store.close().expect("close");
+    }
+
+    let rt = Runtime::start(with(no_retry)).await.expect("third start");
+    assert_eq!(settle(&rt).await, 1);
+    let o = rt
+        .get_order(order.order.id.as_str())
+        .await
+        .expect("get")
+        .expect("order");
+    assert_eq!(o.order.state, OrderState::Approved, "{:?}", o.order);
+    let c = rt
+        .get_customer(cid.as_str())
+        .await
+        .expect("get")
+        .expect("customer");
+    assert_eq!(c.available_credit(), Money::from_cents(7_500).unwrap());
+    stop(rt).await;
+    let report = check(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}

@@ -3,14 +3,17 @@
 //! in sled.
 //!
 //! An actor is a thin shell around a [`Logic`]: it reads the head of its
-//! durable inbox, calls the pure logic, commits state + outbox + inbox cursor +
-//! dedup window in one single-key write, waits for the flusher, and only then
-//! hands the outbox to the relay and answers callers.
+//! mailbox (the service's in-memory queue for the entity, or, for redelivered
+//! dead letters and older data, its durable inbox), calls the pure logic,
+//! commits state + outbox + inbox cursor + dedup window in one single-key
+//! write, waits for the flusher, and only then hands the outbox to the relay,
+//! acknowledges what it handled to the senders, and answers callers.
 //!
 //! Invariants: at most one live actor per entity (the [`Registry`] is the only
 //! spawner, and passivation removes an actor from it only when no message sent
 //! through it is still queued); nothing leaves an actor before the write behind
-//! it is durable.
+//! it is durable; a queued envelope leaves the queue only once the commit that
+//! handled it is durable (so a failed actor's successor finds it).
 
 use super::relay::Relay;
 use crate::config::Settings;
@@ -20,8 +23,8 @@ use crate::persistence::{EntityRecord, ListTerm, ServiceDb};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,7 +147,7 @@ pub trait Logic: Send + Sync + Sized + 'static {
 pub enum EntityMsg<L: Logic> {
     /// New entries in the durable inbox.
     Wake,
-    /// The relay made these outbox envelopes durable at their receivers.
+    /// These outbox envelopes were handled by their receivers, durably.
     Delivered(Vec<u128>),
     /// A direct command; answered after its commit is durable.
     Command(L::Command, RpcReplyPort<Result<L::Reply, String>>),
@@ -193,9 +196,14 @@ pub struct ServiceCtx<L: Logic> {
     pub settings: Arc<Settings>,
     supervisor: Mutex<Option<ActorCell>>,
     reg: Mutex<RegistryInner<L>>,
-    /// Pending inbox entries per entity, as far as this process knows.
+    /// Pending durable inbox entries per entity, as far as this process knows.
     depth: Mutex<HashMap<String, u64>>,
+    /// Envelopes handed over by the relays and not yet handled durably, per
+    /// entity, in hand-over order (see `relay`).
+    queue: Mutex<HashMap<String, VecDeque<Arc<Envelope>>>>,
     pub restarts: AtomicU64,
+    /// Set when shutdown begins: no new actor is spawned after it.
+    closed: AtomicBool,
     pub(crate) timers: super::timers::TimerWheel,
 }
 
@@ -218,19 +226,25 @@ impl<L: Logic> ServiceCtx<L> {
                 failures: HashMap::new(),
             }),
             depth: Mutex::new(HashMap::new()),
+            queue: Mutex::new(HashMap::new()),
             restarts: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// Sets the supervisor that new entity actors are linked to.
-    /// The service's relay and timer tasks, for shutdown to stop and await.
+    /// The service's timer task, for shutdown to stop and await.
     pub fn take_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        [self.relay.take_task(), self.timers.take_task()]
-            .into_iter()
-            .flatten()
-            .collect()
+        self.timers.take_task().into_iter().collect()
     }
 
+    /// Refuses to spawn actors from now on (shutdown): live ones still drain
+    /// what is queued for them, and a message for an entity without an actor
+    /// waits for the next start (it is in its sender's outbox or durable inbox).
+    pub fn close(&self) {
+        self.closed.store(true, SeqCst);
+    }
+
+    /// Sets the supervisor that new entity actors are linked to.
     pub fn set_supervisor(&self, cell: ActorCell) {
         *self.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
     }
@@ -281,6 +295,9 @@ impl<L: Logic> ServiceCtx<L> {
         g: &mut RegistryInner<L>,
         entity: &str,
     ) -> Result<(), ActorError> {
+        if self.closed.load(SeqCst) {
+            return Err(ActorError::NotRunning(L::SERVICE.name()));
+        }
         let sup = self
             .supervisor
             .lock()
@@ -376,6 +393,38 @@ impl<L: Logic> ServiceCtx<L> {
         self.lock().slots.len()
     }
 
+    /// Queues envelopes for `entity` (the relay wakes it afterwards).
+    pub fn enqueue(&self, entity: &str, envs: Vec<Envelope>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.entry(entity.to_owned())
+            .or_default()
+            .extend(envs.into_iter().map(Arc::new));
+    }
+
+    /// Up to `limit` queued envelopes of `entity`, oldest first, left queued.
+    fn queued(&self, entity: &str, limit: usize) -> Vec<Arc<Envelope>> {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.get(entity)
+            .map(|d| d.iter().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops the `n` oldest queued envelopes of `entity` (handled durably).
+    fn dequeue(&self, entity: &str, n: usize) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = q.get_mut(entity) {
+            d.drain(..n.min(d.len()));
+            if d.is_empty() {
+                q.remove(entity);
+            }
+        }
+    }
+
+    fn queue_len(&self, entity: &str) -> u64 {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.get(entity).map(|d| d.len() as u64).unwrap_or(0)
+    }
+
     /// Records that `n` inbox entries were appended for `entity`.
     pub fn add_depth(&self, entity: &str, n: u64) {
         let mut d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
@@ -392,8 +441,14 @@ impl<L: Logic> ServiceCtx<L> {
         }
     }
 
-    /// Pending inbox entries of `entity` known to this process.
+    /// Pending messages of `entity` known to this process: queued ones and
+    /// durable inbox entries.
     pub fn depth_of(&self, entity: &str) -> u64 {
+        self.queue_len(entity) + self.inbox_depth_of(entity)
+    }
+
+    /// Pending durable inbox entries of `entity` known to this process.
+    fn inbox_depth_of(&self, entity: &str) -> u64 {
         self.depth
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -402,13 +457,22 @@ impl<L: Logic> ServiceCtx<L> {
             .unwrap_or(0)
     }
 
-    /// Sum of all pending inbox entries known to this process.
+    /// Sum of all pending messages known to this process.
     pub fn total_depth(&self) -> u64 {
-        self.depth
+        let queued: u64 = self
+            .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .sum()
+            .map(|d| d.len() as u64)
+            .sum();
+        let inbox: u64 = self
+            .depth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum();
+        queued + inbox
     }
 
     /// Asks every live actor to stop and waits (bounded) until they have.
@@ -639,93 +703,143 @@ fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
     st.ctx.timers.arm(&st.id, deadline);
 }
 
-/// Handles every pending inbox entry, a batch per commit.
+/// Handles every pending message, a batch per commit: durable inbox entries
+/// first (redelivered dead letters, older data), then the queue.
 async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
-    let max_attempts = st.ctx.settings.mailbox.max_attempts;
     loop {
-        // Every append is counted before it happens (`ServiceCtx::add_depth`),
-        // so with nothing counted there is nothing to read.
-        if st.ctx.depth_of(&st.id) == 0 {
-            return Ok(());
-        }
-        let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
         // After a failure, handle one message at a time so the poisoned one is known.
         let batch = if st.failures > 0 {
             1
         } else {
             st.ctx.settings.mailbox.batch
         };
-        let pending = st.ctx.db.inbox_pending(&st.id, cursor, batch)?;
+        // Every append is counted before it happens (`ServiceCtx::add_depth`),
+        // so with nothing counted there is nothing to read.
+        if st.ctx.inbox_depth_of(&st.id) > 0 && drain_durable(st, batch).await? {
+            continue;
+        }
+        let pending = st.ctx.queued(&st.id, batch);
         if pending.is_empty() {
             return Ok(());
         }
         let mut cx = Cx::new(st.me.clone());
-        let n = pending.len() as u64;
         let mut deadletters = Vec::new();
-        let mut seqs = Vec::with_capacity(pending.len());
-        let rec = st.rec.as_mut().ok_or("record not loaded")?;
-        for (seq, env) in pending {
-            rec.inbox_cursor = seq;
-            seqs.push(seq);
-            match env {
-                Err(error) => deadletters.push(DeadLetter {
-                    id: new_envelope_id(),
-                    entity: st.id.clone(),
-                    envelope: None,
-                    error: format!("undecodable inbox entry {seq}: {error}"),
-                    attempts: 1,
-                    at: cx.now,
-                }),
-                Ok(env) if rec.has_seen(env.id) && !crate::fault::skip_dedup() => {
-                    tracing::debug!(entity = %st.id, id = %env.id, kind = %env.kind, "duplicate dropped");
-                    metrics::counter!("durasaga_duplicates_dropped_total", "service" => L::SERVICE.name()).increment(1);
-                }
-                Ok(env) if st.failures >= max_attempts => {
-                    tracing::error!(entity = %st.id, kind = %env.kind, failures = st.failures, "message failed too often; moved to dead letters");
-                    rec.remember(env.id);
-                    deadletters.push(DeadLetter {
-                        id: env.id,
-                        entity: st.id.clone(),
-                        error: format!(
-                            "handling failed {} times (panic or error; see logs)",
-                            st.failures
-                        ),
-                        envelope: Some(env),
-                        attempts: st.failures,
-                        at: cx.now,
-                    });
-                }
-                Ok(env) => {
-                    let span = tracing::info_span!("handle", saga = %env.correlation, service = L::SERVICE.name(), entity = %st.id, kind = %env.kind);
-                    let _g = span.enter();
-                    if st.ctx.logic.inject_fault(&env) {
-                        panic!(
-                            "injected fault in {} {} while handling {}",
-                            L::SERVICE.name(),
-                            st.id,
-                            env.kind
-                        );
-                    }
-                    st.ctx
-                        .logic
-                        .on_envelope(&mut cx, &st.id, &mut rec.state, &env);
-                    rec.remember(env.id);
-                }
-            }
+        let mut acks: HashMap<(Service, String), Vec<u128>> = HashMap::new();
+        for env in &pending {
+            consume(st, &mut cx, env, &mut deadletters)?;
+            acks.entry((env.from.service, env.from.entity.clone()))
+                .or_default()
+                .push(env.id);
         }
-        for dl in &deadletters {
-            st.ctx.db.deadletter_put(dl)?;
-            metrics::counter!("durasaga_dead_letters_total", "service" => L::SERVICE.name())
-                .increment(1);
-        }
+        put_deadletters(st, &deadletters)?;
         commit(st, cx.out).await?;
-        st.consumed.extend(seqs);
-        st.ctx.sub_depth(&st.id, n);
-        if st.failures > 0 {
-            st.failures = 0;
-            st.ctx.clear_failures(&st.id);
+        st.ctx.dequeue(&st.id, pending.len());
+        handled_without_failure(st);
+        // Only now, with the handling durable, may the senders forget them.
+        st.ctx.relay.acknowledge(acks);
+    }
+}
+
+/// Handles one batch of durable inbox entries; false if there was none.
+async fn drain_durable<L: Logic>(
+    st: &mut EntityState<L>,
+    batch: usize,
+) -> Result<bool, ActorProcessingErr> {
+    let cursor = st.rec.as_ref().map(|r| r.inbox_cursor).unwrap_or(0);
+    let pending = st.ctx.db.inbox_pending(&st.id, cursor, batch)?;
+    if pending.is_empty() {
+        return Ok(false);
+    }
+    let mut cx = Cx::new(st.me.clone());
+    let n = pending.len() as u64;
+    let mut deadletters = Vec::new();
+    let mut seqs = Vec::with_capacity(pending.len());
+    for (seq, env) in pending {
+        st.rec.as_mut().ok_or("record not loaded")?.inbox_cursor = seq;
+        seqs.push(seq);
+        match env {
+            Err(error) => deadletters.push(DeadLetter {
+                id: new_envelope_id(),
+                entity: st.id.clone(),
+                envelope: None,
+                error: format!("undecodable inbox entry {seq}: {error}"),
+                attempts: 1,
+                at: cx.now,
+            }),
+            Ok(env) => consume(st, &mut cx, &env, &mut deadletters)?,
         }
-        remove_consumed(st, REMOVE_SLACK)?;
+    }
+    put_deadletters(st, &deadletters)?;
+    commit(st, cx.out).await?;
+    st.consumed.extend(seqs);
+    st.ctx.sub_depth(&st.id, n);
+    handled_without_failure(st);
+    remove_consumed(st, REMOVE_SLACK)?;
+    Ok(true)
+}
+
+/// Handles one message: drops a duplicate, dead-letters one that failed too
+/// often, or calls the logic and remembers it.
+fn consume<L: Logic>(
+    st: &mut EntityState<L>,
+    cx: &mut Cx,
+    env: &Envelope,
+    deadletters: &mut Vec<DeadLetter>,
+) -> Result<(), ActorProcessingErr> {
+    let max_attempts = st.ctx.settings.mailbox.max_attempts;
+    let rec = st.rec.as_mut().ok_or("record not loaded")?;
+    if rec.has_seen(env.id) && !crate::fault::skip_dedup() {
+        tracing::debug!(entity = %st.id, id = %env.id, kind = %env.kind, "duplicate dropped");
+        metrics::counter!("durasaga_duplicates_dropped_total", "service" => L::SERVICE.name())
+            .increment(1);
+    } else if st.failures >= max_attempts {
+        tracing::error!(entity = %st.id, kind = %env.kind, failures = st.failures, "message failed too often; moved to dead letters");
+        rec.remember(env.id);
+        deadletters.push(DeadLetter {
+            id: env.id,
+            entity: st.id.clone(),
+            error: format!(
+                "handling failed {} times (panic or error; see logs)",
+                st.failures
+            ),
+            envelope: Some(env.clone()),
+            attempts: st.failures,
+            at: cx.now,
+        });
+    } else {
+        let span = tracing::info_span!("handle", saga = %env.correlation, service = L::SERVICE.name(), entity = %st.id, kind = %env.kind);
+        let _g = span.enter();
+        if st.ctx.logic.inject_fault(env) {
+            panic!(
+                "injected fault in {} {} while handling {}",
+                L::SERVICE.name(),
+                st.id,
+                env.kind
+            );
+        }
+        st.ctx.logic.on_envelope(cx, &st.id, &mut rec.state, env);
+        rec.remember(env.id);
+    }
+    Ok(())
+}
+
+fn put_deadletters<L: Logic>(
+    st: &EntityState<L>,
+    deadletters: &[DeadLetter],
+) -> Result<(), ActorProcessingErr> {
+    for dl in deadletters {
+        st.ctx.db.deadletter_put(dl)?;
+        metrics::counter!("durasaga_dead_letters_total", "service" => L::SERVICE.name())
+            .increment(1);
+    }
+    Ok(())
+}
+
+/// A batch was handled durably: the entity is no longer failing.
+fn handled_without_failure<L: Logic>(st: &mut EntityState<L>) {
+    if st.failures > 0 {
+        st.failures = 0;
+        st.ctx.clear_failures(&st.id);
     }
 }
 

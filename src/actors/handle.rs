@@ -110,15 +110,18 @@ pub struct RecoveryReport {
 struct Ep<L: Logic>(Arc<ServiceCtx<L>>);
 
 impl<L: Logic> Endpoint for Ep<L> {
-    fn db(&self) -> &ServiceDb {
-        &self.0.db
-    }
-    fn expect(&self, entity: &str, n: u64) {
-        self.0.add_depth(entity, n);
+    fn enqueue(&self, entity: &str, envs: Vec<crate::domain::Envelope>) {
+        self.0.enqueue(entity, envs);
     }
     fn wake(&self, entity: &str) {
-        if let Err(e) = self.0.send(entity, EntityMsg::Wake, true) {
-            tracing::error!(error = %e, entity, "cannot wake entity; it resumes at the next message or restart");
+        match self.0.send(entity, EntityMsg::Wake, true) {
+            Ok(()) => {}
+            Err(ActorError::NotRunning(_)) => {
+                tracing::debug!(entity, "not woken: shutting down");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entity, "cannot wake entity; it resumes at the next message or restart")
+            }
         }
     }
     fn delivered(&self, entity: &str, ids: Vec<u128>) {
@@ -183,7 +186,7 @@ impl Runtime {
         let service = |s: Service| {
             (
                 store.service(s).clone(),
-                Relay::start(s, endpoints.clone()),
+                Relay::new(s, endpoints.clone()),
                 settings.clone(),
             )
         };
@@ -324,6 +327,13 @@ impl Runtime {
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), AppError> {
         self.ready.store(false, SeqCst);
         let per = timeout / 3;
+        // No actor may start once stopping has begun (a late timer or message
+        // would otherwise spawn one that outlives shutdown and holds its
+        // database).
+        self.customers.close();
+        self.orders.close();
+        self.sagas.close();
+        self.views.close();
         self.sagas.stop_all(per).await;
         self.views.stop_all(per).await;
         self.orders.stop_all(per).await;

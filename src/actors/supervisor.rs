@@ -55,9 +55,11 @@ impl<L: Logic> Actor for ServiceSupervisor<L> {
         ctx: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Respawn(entity) => {
-                ctx.send(&entity, EntityMsg::Wake, true)?;
-            }
+            SupervisorMsg::Respawn(entity) => match ctx.send(&entity, EntityMsg::Wake, true) {
+                // Shutting down: the entity resumes at the next start.
+                Ok(()) | Err(super::entity::ActorError::NotRunning(_)) => {}
+                Err(e) => return Err(e.into()),
+            },
         }
         Ok(())
     }

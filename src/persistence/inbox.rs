@@ -1,5 +1,11 @@
-//! Durable per-entity inboxes: append (by the relay), read the pending entries
-//! of an entity, drop consumed ones, and find every entity with pending work.
+//! Durable per-entity inboxes: append, read the pending entries of an
+//! entity, drop consumed ones, and find every entity with pending work.
+//!
+//! Messages between services do not come through here any more (the relay
+//! queues them in memory; their senders' outboxes are their durable copy, see
+//! `actors::relay`). The durable inbox holds what has no sender outbox:
+//! dead letters an operator redelivers, and entries written by earlier
+//! versions, which are still consumed first.
 //!
 //! Invariants: entries of one entity are read in append order (keys end in a
 //! sequence from sled's monotonic `generate_id`, which never goes back after a
