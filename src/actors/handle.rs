@@ -11,7 +11,7 @@ use super::entity::{ActorError, EntityMsg, Logic, ServiceCtx};
 use super::logic::{
     self, CustomerCmd, CustomerLogic, OrderCmd, OrderLogic, SagaCmd, SagaLogic, ViewLogic,
 };
-use super::relay::{Endpoint, Endpoints, Relay, SharedEndpoints};
+use super::relay::{Endpoint, Endpoints, Relay, SharedEndpoints, Wakeups};
 use super::supervisor::{RootArgs, RootSupervisor, ServiceSupervisor, SpawnService};
 use super::watch::Watchers;
 use crate::config::Settings;
@@ -245,7 +245,16 @@ impl Runtime {
             recovery: RecoveryReport::default(),
             space: crate::persistence::SpaceGuard::new(st_dir, min_free_mb.saturating_mul(1 << 20)),
         };
-        rt.recovery = rt.recover()?;
+        let (report, wakeups) = rt.recover()?;
+        rt.recovery = report;
+        // The receivers of the recovered outboxes are woken in the background
+        // (their envelopes are queued already, ahead of anything sent later).
+        if !wakeups.is_empty() {
+            let task = tokio::spawn(async move { wakeups.into_iter().for_each(Wakeups::run) });
+            if let Ok(mut b) = rt.background.lock() {
+                b.push(task);
+            }
+        }
         rt.spawn_idempotency_purge();
         crate::fault::crash_point("after_recovery");
         rt.ready.store(true, SeqCst);
@@ -253,7 +262,7 @@ impl Runtime {
         Ok(Arc::new(rt))
     }
 
-    fn recover(&self) -> Result<RecoveryReport, AppError> {
+    fn recover(&self) -> Result<(RecoveryReport, Vec<Wakeups>), AppError> {
         let started = Instant::now();
         let mut r = RecoveryReport::default();
         // Scan everything first, then act: a relay resending a recovered
@@ -263,12 +272,9 @@ impl Runtime {
         let o = recover_service(&self.orders, &mut r)?;
         let s = recover_service(&self.sagas, &mut r)?;
         let v = recover_service(&self.views, &mut r)?;
-        c()?;
-        o()?;
-        s()?;
-        v()?;
+        let wakeups = [c()?, o()?, s()?, v()?].into_iter().flatten().collect();
         r.millis = started.elapsed().as_millis();
-        Ok(r)
+        Ok((r, wakeups))
     }
 
     fn spawn_idempotency_purge(&self) {
@@ -925,12 +931,13 @@ fn page<T>(
     }
 }
 
-/// Scans one service for pending work and returns what resumes it: hand the
-/// outboxes to the relay and wake the entities.
+/// Scans one service for pending work and returns what resumes it: queue the
+/// outboxes at their receivers and wake the entities (the receivers of the
+/// outboxes are woken by the caller, see [`Wakeups`]).
 fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
     r: &mut RecoveryReport,
-) -> Result<impl FnOnce() -> Result<(), AppError>, AppError> {
+) -> Result<impl FnOnce() -> Result<Option<Wakeups>, AppError>, AppError> {
     if L::LISTED && !ctx.db.list_index_complete() {
         build_list_index(ctx)?;
     }
@@ -1026,15 +1033,17 @@ fn recover_service<L: Logic>(
     r.entities_woken += wake.len();
     let ctx = ctx.clone();
     Ok(move || {
-        if !outbox.is_empty() {
-            ctx.relay.send(outbox);
-        }
+        let wakeups = if outbox.is_empty() {
+            None
+        } else {
+            ctx.relay.hand_over(outbox)
+        };
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
         }
         for (id, deadline) in timers {
             ctx.timers.arm(&id, deadline);
         }
-        Ok(())
+        Ok(wakeups)
     })
 }

@@ -61,6 +61,21 @@ impl Endpoints {
     }
 }
 
+/// Receivers with newly queued envelopes, to be woken.
+pub struct Wakeups {
+    eps: Arc<Endpoints>,
+    order: Vec<(Service, String)>,
+}
+
+impl Wakeups {
+    /// Wakes every receiver (starting its actor if needed).
+    pub fn run(self) {
+        for (svc, entity) in &self.order {
+            self.eps.get(*svc).wake(entity);
+        }
+    }
+}
+
 /// The relay of one service. Cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
@@ -81,12 +96,22 @@ impl Relay {
 
     /// Hands envelopes whose sender's commit is durable to their receivers.
     pub fn send(&self, envelopes: Vec<Envelope>) {
+        if let Some(w) = self.hand_over(envelopes) {
+            w.run();
+        }
+    }
+
+    /// Queues envelopes at their receivers and returns the wake-ups still to
+    /// do. Start-up recovery queues every recovered outbox at once (so that
+    /// anything sent later is queued after it) and wakes the receivers in the
+    /// background, without holding up readiness.
+    pub fn hand_over(&self, envelopes: Vec<Envelope>) -> Option<Wakeups> {
         let Some(eps) = self.endpoints() else {
             tracing::warn!(
                 service = self.service.name(),
                 "shut down; envelopes stay in the outbox until restart"
             );
-            return;
+            return None;
         };
         // Grouped per receiver, each group in hand-over order.
         let mut order: Vec<(Service, String)> = Vec::new();
@@ -107,9 +132,7 @@ impl Relay {
             }
         }
         crate::fault::crash_point("after_inbox_append");
-        for (svc, entity) in &order {
-            eps.get(*svc).wake(entity);
-        }
+        Some(Wakeups { eps, order })
     }
 
     /// Tells the senders of envelopes a receiver of this service handled
