@@ -626,14 +626,16 @@ impl<L: Logic> Actor for EntityActor<L> {
                 // Entities with a pending deadline may passivate too: the
                 // timer wheel re-activates them when it is due.
                 let idle = Duration::from_millis(st.ctx.settings.actors.idle_timeout_ms);
-                if st.last_active.elapsed() >= idle
-                    && st
+                if st.last_active.elapsed() >= idle {
+                    // Written before leaving the registry, see below.
+                    passivate(st)?;
+                    if st
                         .ctx
                         .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
-                {
-                    passivate(st)?;
-                    myself.stop(None);
-                    return Ok(());
+                    {
+                        myself.stop(None);
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -643,13 +645,20 @@ impl<L: Logic> Actor for EntityActor<L> {
         let done = st.rec.as_ref().is_some_and(|r| {
             st.ctx.logic.finished(&r.state) && r.outbox.iter().all(|e| st.delivered.contains(&e.id))
         });
-        if done
-            && st
+        // The passivation writes (trimmed outbox, leaving the recovery index)
+        // come *before* leaving the registry: once out of it, a new actor for
+        // the entity may start at once and read the record, and a write of
+        // ours after that read would undo its view (e.g. unmark an entity the
+        // new actor believes marked, so a crash would skip its next outbox).
+        // If a message arrived meanwhile, this actor just carries on.
+        if done {
+            passivate(st)?;
+            if st
                 .ctx
                 .try_passivate(&st.id, myself.get_id(), st.received.load(SeqCst))
-        {
-            passivate(st)?;
-            myself.stop(None);
+            {
+                myself.stop(None);
+            }
         }
         Ok(())
     }

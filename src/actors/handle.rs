@@ -2,9 +2,9 @@
 //! benches) calls. It owns the store, the three services, their relays and the
 //! supervision tree, runs start-up recovery, and answers queries.
 //!
-//! Invariants: `is_ready()` is false until recovery has handed every pending
-//! outbox to its relay, re-activated every entity with a pending inbox and
-//! every saga with a timer; every answer reflects only durable writes (queries
+//! Invariants: `is_ready()` is false until recovery has queued every pending
+//! outbox envelope at its receiver (their wake-ups may follow), re-activated
+//! every entity with a pending durable inbox and armed every saga's timer; every answer reflects only durable writes (queries
 //! pass the read barrier before they return).
 
 use super::entity::{ActorError, EntityMsg, Logic, ServiceCtx};
@@ -265,8 +265,8 @@ impl Runtime {
     fn recover(&self) -> Result<(RecoveryReport, Vec<Wakeups>), AppError> {
         let started = Instant::now();
         let mut r = RecoveryReport::default();
-        // Scan everything first, then act: a relay resending a recovered
-        // outbox must not append to an inbox that is still being counted.
+        // Scan everything first, then act: no recovered envelope is handled
+        // while a service's records and durable inboxes are still being read.
         let c = recover_service(&self.customers, &mut r)?;
         crate::fault::crash_point("during_recovery");
         let o = recover_service(&self.orders, &mut r)?;

@@ -1,5 +1,5 @@
 //! Supervised ractor actors: the entity actors of the three services, their
-//! supervisors, the relays between their databases, and the [`Runtime`] handle
+//! supervisors, the relays between them, and the [`Runtime`] handle
 //! that everything outside this module calls.
 //!
 //! Invariant: actors are thin — they load state, call the pure domain, commit
