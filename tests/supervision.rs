@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{with_app, TestApp};
+use common::{exclusive, spawn_app_with, with_app, TestApp};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -227,7 +227,8 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             let (_, v) = get(app, "/deadletters").await;
             assert_eq!(v["deadletters"].as_array().map(Vec::len), Some(0), "{v}");
             // The next order's ReserveCredit is handled after the redelivered
-            // ones (one inbox, in order), so its outcome shows theirs.
+            // ones (durable inbox entries go before queued messages), so its
+            // outcome shows theirs.
             let o2 = app.client.create_order(&cid, "5.00", 10).await.unwrap();
             let o2 = settled_order(app, o2["orderId"].as_str().unwrap()).await;
             assert_eq!(o2["orderState"], "APPROVED", "{o2}");
@@ -238,4 +239,76 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
         })
     })
     .await;
+}
+
+/// A message whose handling keeps failing stays queued for the entity's next
+/// actor and stays in its sender's durable outbox (it is acknowledged only
+/// once a handling commit is durable); after a restart it is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_kept_by_its_sender_until_handled() {
+    use durasaga::actors::Runtime;
+    use durasaga::config::Settings;
+    use durasaga::domain::{Payload, SagaState};
+    use durasaga::persistence::{Durability, Store};
+    let patch = json!({
+        "mailbox": {"max_attempts": 1000},
+        "supervision": {"max_restarts": 1000, "backoff_base_ms": 20, "backoff_max_ms": 20},
+        "saga": {"reply_timeout_ms": 600_000}
+    });
+    let one = exclusive().await;
+    let app = spawn_app_with(patch.clone()).await;
+    let cid = app
+        .client
+        .create_customer("Failing", "100.00")
+        .await
+        .unwrap();
+    durasaga::fault::arm_customer_panics(1_000_000);
+    let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+    let saga_id = o["sagaId"].as_str().unwrap().to_owned();
+    let oid = o["orderId"].as_str().unwrap().to_owned();
+    // Handled (and failed) by three successive actors: the queue outlives them.
+    let deadline = Instant::now() + DEADLINE;
+    while app.rt.customers.restarts.load(SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the customer did not fail 3 times");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.rt.customers.depth_of(&cid), 1, "the message left the queue");
+    let dir = app.stop().await;
+    durasaga::fault::arm_customer_panics(0);
+
+    let store = Store::open(dir.path(), Durability::Flush, 8 << 20).expect("open");
+    let saga = store
+        .saga
+        .get::<SagaState>(&saga_id)
+        .expect("read")
+        .expect("saga stored");
+    assert!(
+        saga.outbox
+            .iter()
+            .any(|e| matches!(e.payload, Payload::ReserveCredit { .. })),
+        "the saga forgot a ReserveCredit that was never handled: {:?}",
+        saga.outbox
+    );
+    store.close().expect("close");
+    drop(store);
+
+    let settings = Settings::defaults()
+        .with(json!({"storage": {"data_dir": dir.path()}}))
+        .and_then(|s| s.with(patch))
+        .expect("settings");
+    let rt = Runtime::start(settings).await.expect("restart");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = rt.get_order(&oid).await.expect("get").expect("order");
+        if v.order.state != durasaga::domain::OrderState::Pending {
+            assert_eq!(v.order.state, durasaga::domain::OrderState::Approved);
+            break;
+        }
+        assert!(Instant::now() < deadline, "order still PENDING after restart");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let c = rt.get_customer(&cid).await.expect("get").expect("customer");
+    assert_eq!(c.available_credit().to_string(), "90.00");
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(one);
 }

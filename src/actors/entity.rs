@@ -604,7 +604,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                     .ctx
                     .logic
                     .on_command(&mut cx, &st.id, &mut rec.state, cmd);
-                match commit(st, cx.out).await {
+                match commit(st, cx.out, Acks::new()).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(answer));
                     }
@@ -619,7 +619,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                 let mut cx = Cx::new(st.me.clone());
                 let rec = st.rec.as_mut().ok_or("record not loaded")?;
                 if st.ctx.logic.on_timer(&mut cx, &st.id, &mut rec.state) {
-                    commit(st, cx.out).await?;
+                    commit(st, cx.out, Acks::new()).await?;
                 }
             }
             EntityMsg::IdleCheck => {
@@ -733,7 +733,7 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
         }
         let mut cx = Cx::new(st.me.clone());
         let mut deadletters = Vec::new();
-        let mut acks: HashMap<(Service, String), Vec<u128>> = HashMap::new();
+        let mut acks = Acks::new();
         for env in &pending {
             consume(st, &mut cx, env, &mut deadletters)?;
             acks.entry((env.from.service, env.from.entity.clone()))
@@ -741,11 +741,9 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                 .push(env.id);
         }
         put_deadletters(st, &deadletters)?;
-        commit(st, cx.out).await?;
+        commit(st, cx.out, acks).await?;
         st.ctx.dequeue(&st.id, pending.len());
         handled_without_failure(st);
-        // Only now, with the handling durable, may the senders forget them.
-        st.ctx.relay.acknowledge(acks);
     }
 }
 
@@ -779,7 +777,7 @@ async fn drain_durable<L: Logic>(
         }
     }
     put_deadletters(st, &deadletters)?;
-    commit(st, cx.out).await?;
+    commit(st, cx.out, Acks::new()).await?;
     st.consumed.extend(seqs);
     st.ctx.sub_depth(&st.id, n);
     handled_without_failure(st);
@@ -856,11 +854,16 @@ fn handled_without_failure<L: Logic>(st: &mut EntityState<L>) {
 /// them (they are all removed at passivation).
 const REMOVE_SLACK: usize = 32;
 
+/// Envelope ids to acknowledge, by sender.
+type Acks = HashMap<(Service, String), Vec<u128>>;
+
 /// One durable commit: state + outbox + cursor + dedup window in a single
-/// insert, then the flush barrier, then the relay hand-off.
+/// insert, then the flush barrier, then the acknowledgements of the queued
+/// envelopes it handled (`acks`), then the relay hand-off.
 async fn commit<L: Logic>(
     st: &mut EntityState<L>,
     out: Vec<Envelope>,
+    acks: Acks,
 ) -> Result<(), ActorProcessingErr> {
     let rec = st.rec.as_mut().ok_or("record not loaded")?;
     rec.trim_outbox(&st.delivered);
@@ -901,6 +904,11 @@ async fn commit<L: Logic>(
     }
     st.ctx.db.durable(ticket).await?;
     crate::fault::crash_point("after_commit_flush");
+    // Only now, with the handling durable, may the senders forget what it
+    // handled; and before the replies go out, so that a sender learns of the
+    // delivery before it handles the reply and can trim its outbox in that
+    // same commit.
+    st.ctx.relay.acknowledge(acks);
     if !needs && st.marked {
         st.ctx.db.unmark_active(&st.id)?;
         st.marked = false;

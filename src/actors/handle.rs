@@ -265,14 +265,20 @@ impl Runtime {
     fn recover(&self) -> Result<(RecoveryReport, Vec<Wakeups>), AppError> {
         let started = Instant::now();
         let mut r = RecoveryReport::default();
-        // Scan everything first, then act: no recovered envelope is handled
-        // while a service's records and durable inboxes are still being read.
-        let c = recover_service(&self.customers, &mut r)?;
+        // Scan and queue everything first, then act: no entity runs before
+        // every recovered outbox is queued (so nothing it sends can overtake
+        // an older recovered envelope to the same receiver) and before every
+        // durable inbox is counted.
+        let (cw, c) = recover_service(&self.customers, &mut r)?;
         crate::fault::crash_point("during_recovery");
-        let o = recover_service(&self.orders, &mut r)?;
-        let s = recover_service(&self.sagas, &mut r)?;
-        let v = recover_service(&self.views, &mut r)?;
-        let wakeups = [c()?, o()?, s()?, v()?].into_iter().flatten().collect();
+        let (ow, o) = recover_service(&self.orders, &mut r)?;
+        let (sw, s) = recover_service(&self.sagas, &mut r)?;
+        let (vw, v) = recover_service(&self.views, &mut r)?;
+        c()?;
+        o()?;
+        s()?;
+        v()?;
+        let wakeups = [cw, ow, sw, vw].into_iter().flatten().collect();
         r.millis = started.elapsed().as_millis();
         Ok((r, wakeups))
     }
@@ -931,13 +937,17 @@ fn page<T>(
     }
 }
 
-/// Scans one service for pending work and returns what resumes it: queue the
-/// outboxes at their receivers and wake the entities (the receivers of the
-/// outboxes are woken by the caller, see [`Wakeups`]).
+/// What resumes a service after [`recover_service`]: waking its entities with
+/// durable inbox entries and arming its sagas' timers.
+type Resume = Box<dyn FnOnce() -> Result<(), AppError>>;
+
+/// Scans one service for pending work and queues its outboxes at their
+/// receivers; returns the receivers to wake (see [`Wakeups`]) and what
+/// resumes the service itself.
 fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
     r: &mut RecoveryReport,
-) -> Result<impl FnOnce() -> Result<Option<Wakeups>, AppError>, AppError> {
+) -> Result<(Option<Wakeups>, Resume), AppError> {
     if L::LISTED && !ctx.db.list_index_complete() {
         build_list_index(ctx)?;
     }
@@ -1031,19 +1041,20 @@ fn recover_service<L: Logic>(
     }
     r.outbox_envelopes += outbox.len();
     r.entities_woken += wake.len();
+    let wakeups = if outbox.is_empty() {
+        None
+    } else {
+        ctx.relay.hand_over(outbox)
+    };
     let ctx = ctx.clone();
-    Ok(move || {
-        let wakeups = if outbox.is_empty() {
-            None
-        } else {
-            ctx.relay.hand_over(outbox)
-        };
+    let resume = move || {
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
         }
         for (id, deadline) in timers {
             ctx.timers.arm(&id, deadline);
         }
-        Ok(wakeups)
-    })
+        Ok(())
+    };
+    Ok((wakeups, Box::new(resume)))
 }
