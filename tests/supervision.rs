@@ -269,10 +269,17 @@ async fn a_message_that_keeps_failing_is_kept_by_its_sender_until_handled() {
     // Handled (and failed) by three successive actors: the queue outlives them.
     let deadline = Instant::now() + DEADLINE;
     while app.rt.customers.restarts.load(SeqCst) < 3 {
-        assert!(Instant::now() < deadline, "the customer did not fail 3 times");
+        assert!(
+            Instant::now() < deadline,
+            "the customer did not fail 3 times"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(app.rt.customers.depth_of(&cid), 1, "the message left the queue");
+    assert_eq!(
+        app.rt.customers.depth_of(&cid),
+        1,
+        "the message left the queue"
+    );
     let dir = app.stop().await;
     durasaga::fault::arm_customer_panics(0);
 
@@ -304,7 +311,10 @@ async fn a_message_that_keeps_failing_is_kept_by_its_sender_until_handled() {
             assert_eq!(v.order.state, durasaga::domain::OrderState::Approved);
             break;
         }
-        assert!(Instant::now() < deadline, "order still PENDING after restart");
+        assert!(
+            Instant::now() < deadline,
+            "order still PENDING after restart"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let c = rt.get_customer(&cid).await.expect("get").expect("customer");

@@ -52,7 +52,10 @@ async fn run<L: Logic>(
     sweep_every: Duration,
 ) {
     let mut heap: BinaryHeap<Reverse<(Millis, String)>> = BinaryHeap::new();
-    let mut sweep = tokio::time::interval(sweep_every);
+    // The first sweep one period from now, not at once: the task may run
+    // before the service that spawned it is fully built.
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = heap.peek().map(|Reverse((d, _))| *d);
@@ -71,7 +74,12 @@ async fn run<L: Logic>(
                 None => return,
             },
             _ = tokio::time::sleep(sleep), if next.is_some() => {
-                let Some(ctx) = ctx.upgrade() else { return };
+                // `None` while the service is still being built (this task
+                // can run before `Arc::new_cyclic` returns) or being dropped;
+                // the task ends when the service drops the sender (`rx`
+                // closes), never here: ending here once left a service
+                // without timers or passivation for its whole life.
+                let Some(ctx) = ctx.upgrade() else { continue };
                 let now = now_millis();
                 while heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
                     if let Some(Reverse((_, entity))) = heap.pop() {
@@ -82,7 +90,7 @@ async fn run<L: Logic>(
                 }
             }
             _ = sweep.tick() => {
-                let Some(ctx) = ctx.upgrade() else { return };
+                let Some(ctx) = ctx.upgrade() else { continue }; // as above
                 ctx.sweep_idle();
             }
         }
