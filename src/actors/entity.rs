@@ -278,11 +278,13 @@ impl<L: Logic> ServiceCtx<L> {
             match slot.actor.send_message(msg) {
                 Ok(()) => return Ok(()),
                 Err(ractor::MessagingErr::SendErr(m)) => {
-                    // The actor died and its supervisor has not cleaned up yet.
+                    // The actor died and its supervisor has not cleaned up
+                    // yet: start a successor now, but leave the dead actor in
+                    // `by_actor` so that `on_failed` still counts its failure
+                    // (uncounted, a message that keeps failing would never
+                    // reach `mailbox.max_attempts` on a busy entity).
                     msg = m;
-                    let id = slot.actor.get_id();
                     g.slots.remove(entity);
-                    g.by_actor.remove(&id);
                 }
                 Err(e) => return Err(ActorError::Spawn(e.to_string())),
             }
