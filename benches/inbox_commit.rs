@@ -7,6 +7,8 @@
 //! - `record_commit`: an entity record with one envelope in its outbox, the
 //!   single-key insert that a handled message costs on the saga path.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use durasaga::domain::{Address, CustomerId, Envelope, OrderId, Payload, SCHEMA_VERSION};
 use durasaga::persistence::{Durability, EntityRecord, ServiceDb, Ticket};
@@ -73,11 +75,7 @@ where
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (rt, dir) = common::runtime_and_dir();
     let db = Arc::new(ServiceDb::open(dir.path(), "bench", Durability::Flush, 64 << 20).unwrap());
     group(c, &rt, "inbox_commit", &db, |db, id, w| {
         db.inbox_append(&envelope(id, &format!("c{w}"))).unwrap().1

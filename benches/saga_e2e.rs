@@ -2,6 +2,8 @@
 //! then wait until the saga has approved it. At 1 and 256 sagas in flight,
 //! durability `flush`. Throughput is reported in sagas per second.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use durasaga::actors::Runtime;
 use durasaga::config::Settings;
@@ -10,11 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (rt, dir) = common::runtime_and_dir();
     let settings = Settings::defaults()
         .with(serde_json::json!({"storage": {"data_dir": dir.path()}}))
         .unwrap();

@@ -28,6 +28,13 @@ fn check(dir: &Path) -> durasaga::check::CheckReport {
     durasaga::check::check(dir).expect("check")
 }
 
+/// Stops `rt` and asserts that `durasaga check` finds nothing wrong in `dir`.
+async fn stop_and_check(rt: Arc<Runtime>, dir: &Path) {
+    stop(rt).await;
+    let report = check(dir);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
 /// Waits (bounded) until no order is PENDING and every saga has ended (a
 /// saga ends only after its order settles); returns how many orders exist.
 async fn settle(rt: &Runtime) -> usize {
@@ -85,9 +92,7 @@ async fn recovery_reads_only_indexed_entities_and_finishes_every_saga() {
     let rt = start_on(dir.path()).await;
     assert_eq!(rt.recovery.indexed_entities, 0, "{:?}", rt.recovery);
     assert_eq!(rt.recovery.outbox_envelopes, 0, "{:?}", rt.recovery);
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,9 +126,7 @@ async fn data_without_the_index_is_scanned_once_and_indexed() {
 
     let rt = start_on(dir.path()).await;
     assert_eq!(rt.recovery.indexed_entities, 0, "{:?}", rt.recovery);
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +189,7 @@ async fn consumed_inbox_entries_are_removed_by_their_actors_and_left_overs_by_re
         heads.is_empty(),
         "left-over entry of {order_id} kept: {heads:?}"
     );
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }
 
 fn by_state(state: OrderState) -> OrderFilter {
@@ -289,10 +290,7 @@ async fn filtered_lists_follow_every_state_change_through_the_list_index() {
     // not listed terms.
     assert_eq!(rt.store.order.lists.len(), 0);
     assert_eq!(rt.store.saga.lists.len(), 0);
-    stop(rt).await;
-
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 
     // In flight: PENDING orders and sagas in flight are found through the
     // recovery index, in id order, after a cursor.
@@ -323,9 +321,7 @@ async fn filtered_lists_follow_every_state_change_through_the_list_index() {
     assert_eq!(settle(&rt).await, 3);
     assert_eq!(rt.store.order.lists.len(), 0);
     assert_eq!(rt.store.saga.lists.len(), 0);
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,9 +432,7 @@ async fn pending_orders_left_unmarked_by_older_data_are_marked_when_the_list_ind
     // The 3 sagas in flight and, marked again by the build, their 3 orders.
     assert_eq!(rt.recovery.indexed_entities, 6, "{:?}", rt.recovery);
     assert_eq!(settle(&rt).await, 13);
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +541,5 @@ async fn a_message_stays_in_its_senders_outbox_until_its_receiver_handled_it() {
         .expect("get")
         .expect("customer");
     assert_eq!(c.available_credit(), Money::from_cents(7_500).unwrap());
-    stop(rt).await;
-    let report = check(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    stop_and_check(rt, dir.path()).await;
 }

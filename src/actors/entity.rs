@@ -145,7 +145,7 @@ pub trait Logic: Send + Sync + Sized + 'static {
 
 /// Messages an entity actor handles.
 pub enum EntityMsg<L: Logic> {
-    /// New entries in the durable inbox.
+    /// New messages for the entity: queued, or in its durable inbox.
     Wake,
     /// These outbox envelopes were handled by their receivers, durably.
     Delivered(Vec<u128>),
