@@ -61,6 +61,9 @@ pub struct SagaSettings {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub on_exhausted: OnExhausted,
+    /// Most orders in flight (not settled, or with messages not delivered
+    /// yet); beyond it `POST /orders` answers 503.
+    pub max_in_flight: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +154,9 @@ impl Settings {
         if self.saga.max_attempts == 0 {
             return bad("saga.max_attempts must be at least 1");
         }
+        if self.saga.max_in_flight == 0 {
+            return bad("saga.max_in_flight must be at least 1");
+        }
         if self.saga.reply_timeout_ms == 0 {
             return bad("saga.reply_timeout_ms must be positive");
         }
@@ -195,6 +201,7 @@ mod tests {
         assert_eq!(s.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(s.storage.durability, Durability::Flush);
         assert_eq!(s.mailbox.max_depth, 10_000);
+        assert_eq!(s.saga.max_in_flight, 100_000);
         assert!(s.validate().is_ok());
     }
 

@@ -1410,3 +1410,27 @@ async fn an_unfinished_sled_snapshot_left_by_a_kill_does_not_block_opening() {
     assert_eq!(pending_ids(&store.order, "o-1", 0), vec![(seq, 7)]);
     close_and_wait(store);
 }
+
+// ------------------------------------------------------- recovery index --
+
+#[tokio::test]
+async fn the_recovery_index_count_follows_marks_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Flush, CACHE).unwrap();
+    let db = &store.order;
+    assert_eq!(db.active_count(), 0);
+    db.mark_active("o-1").unwrap();
+    db.mark_active("o-1").unwrap();
+    db.mark_active("o-2").unwrap();
+    db.mark_active("o-3").unwrap();
+    assert_eq!(db.active_count(), 3, "a repeated mark counts once");
+    db.unmark_active("o-1").unwrap();
+    db.unmark_active("o-1").unwrap();
+    db.unmark_active("o-9").unwrap();
+    assert_eq!(db.active_count(), 2, "only marked ids uncount");
+    store.order.flusher.read_barrier().await.unwrap();
+    let store = close_and_reopen(store, Durability::Flush);
+    assert_eq!(store.order.active_count(), 2, "counted again at open");
+    assert_eq!(store.order.active_ids().unwrap(), vec!["o-2", "o-3"]);
+    close_and_wait(store);
+}

@@ -1,7 +1,9 @@
 //! Saga timeouts end to end: a customer service that never answers makes the
 //! credit check time out, retry with backoff, and then either compensate
 //! (release credit, reject with CREDIT_CHECK_TIMEOUT) or pause for an
-//! operator's `POST /sagas/{id}/retry`.
+//! operator's `POST /sagas/{id}/retry`. Also admission control, which needs
+//! orders that stay in flight: beyond `saga.max_in_flight` of them, new
+//! orders get 503.
 //!
 //! Its own test binary because `fault::set_customer_silent` is
 //! process-global. Tests run one at a time (see `with_app`), and silence is
@@ -237,6 +239,100 @@ async fn a_paused_saga_resumes_on_operator_retry() {
             let (s, v) = send(app, reqwest::Method::POST, &format!("/sagas/{sid}/retry")).await;
             assert_eq!(s, 409, "retry of an APPROVED saga: {v}");
             assert_eq!(v["error"]["code"], "SAGA_NOT_RETRYABLE", "{v}");
+        })
+    })
+    .await;
+}
+
+/// The `durasaga_orders_in_flight` gauge of `/metrics`.
+async fn orders_in_flight(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("durasaga_orders_in_flight "))
+        .unwrap_or_else(|| panic!("no durasaga_orders_in_flight gauge in:\n{text}"));
+    line["durasaga_orders_in_flight ".len()..]
+        .trim()
+        .parse::<f64>()
+        .expect("gauge value") as u64
+}
+
+/// Admission control: with `saga.max_in_flight` orders unsettled, a new
+/// `POST /orders` is refused with 503 OVERLOADED and Retry-After, and creates
+/// nothing; once orders settle, new ones are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_beyond_max_in_flight_are_refused_until_some_settle() {
+    // The silent customer keeps the sagas retrying (not exhausting) for the
+    // whole test, so the orders stay PENDING until it speaks again.
+    let patch = json!({"saga": {
+        "reply_timeout_ms": 300,
+        "max_attempts": 1000,
+        "backoff_base_ms": 10,
+        "backoff_max_ms": 50,
+        "max_in_flight": 3
+    }});
+    with_app(patch, |app| {
+        Box::pin(async move {
+            let cid = app.client.create_customer("Busy", "100.00").await.unwrap();
+            durasaga::fault::set_customer_silent(true);
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+                assert_eq!(o["orderState"], "PENDING", "{o}");
+                ids.push(o["orderId"].as_str().unwrap().to_owned());
+            }
+            assert_eq!(orders_in_flight(app).await, 3);
+
+            let r = app
+                .client
+                .http
+                .post(format!("{}/orders", app.url))
+                .json(&json!({"customerId": cid, "orderTotal": {"amount": "10.00"}}))
+                .send()
+                .await
+                .expect("POST /orders");
+            assert_eq!(r.status().as_u16(), 503);
+            assert!(
+                r.headers().contains_key(reqwest::header::RETRY_AFTER),
+                "no Retry-After: {:?}",
+                r.headers()
+            );
+            let v: Value = r.json().await.expect("error body");
+            assert_eq!(v["error"]["code"], "OVERLOADED", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("max_in_flight")),
+                "{v}"
+            );
+            // The refused request created nothing.
+            let (s, list) = send(app, reqwest::Method::GET, "/orders?limit=100").await;
+            assert_eq!(s, 200, "{list}");
+            assert_eq!(list["orders"].as_array().map(Vec::len), Some(3), "{list}");
+
+            durasaga::fault::set_customer_silent(false);
+            for id in &ids {
+                let o = settled_order(app, id).await;
+                assert_eq!(o["orderState"], "APPROVED", "{o}");
+            }
+            // Settled orders leave the count once their messages are
+            // delivered; then orders are accepted again.
+            let deadline = Instant::now() + DEADLINE;
+            while orders_in_flight(app).await >= 3 {
+                assert!(Instant::now() < deadline, "the in-flight count never fell");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let o = app.client.create_order(&cid, "10.00", 10).await.unwrap();
+            assert_eq!(o["orderState"], "APPROVED", "{o}");
         })
     })
     .await;

@@ -498,6 +498,13 @@ impl Runtime {
         idempotency_key: Option<&str>,
     ) -> Result<OrderView, AppError> {
         self.check_ready()?;
+        let in_flight = self.store.order.active_count();
+        let limit = self.settings.saga.max_in_flight;
+        if in_flight >= limit {
+            return Err(AppError::Overloaded(format!(
+                "{in_flight} orders are in flight, the most saga.max_in_flight allows ({limit})"
+            )));
+        }
         let max = self.settings.mailbox.max_depth as u64;
         if self.customers.depth_of(customer_id.as_str()) >= max {
             return Err(AppError::Overloaded(format!(

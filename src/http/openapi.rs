@@ -37,7 +37,7 @@ pub fn document() -> Value {
         responses.insert("405".into(), err("method not allowed"));
         responses.insert(
             "503".into(),
-            err("not ready, overloaded, storage full (STORAGE_FULL, see Retry-After) or storage failed (STORAGE_FAILED: the process is stopping)"),
+            err("not ready, overloaded (OVERLOADED: too many orders in flight or queued for the customer, see Retry-After), storage full (STORAGE_FULL, see Retry-After) or storage failed (STORAGE_FAILED: the process is stopping)"),
         );
         Value::Object(responses)
     };

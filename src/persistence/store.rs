@@ -89,6 +89,8 @@ pub struct ServiceDb {
     pub flusher: Flusher,
     /// Whether `active` is complete (see [`Self::active_index_complete`]).
     index_complete: Completion,
+    /// Entries in `active`: counted at open, then kept by the (un)marks.
+    active_count: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Whether `lists` is complete (see `ServiceDb::list_index_complete`).
     pub(crate) lists_complete: Completion,
     /// Serialises inbox appends (see `inbox_append`).
@@ -145,13 +147,16 @@ impl ServiceDb {
             .map_err(|e| open_err(&e))?;
         let flusher =
             Flusher::start(db.clone(), dir.to_owned(), mode, name).map_err(|e| open_err(&e))?;
+        let active = db.open_tree(keys::TREE_ACTIVE)?;
+        let active_count = std::sync::Arc::new((active.len() as u64).into());
         Ok(Self {
             name,
             entities: db.open_tree(keys::TREE_ENTITIES)?,
             inbox: db.open_tree(keys::TREE_INBOX)?,
             deadletters: db.open_tree(keys::TREE_DEADLETTERS)?,
             idempotency: db.open_tree(keys::TREE_IDEMPOTENCY)?,
-            active: db.open_tree(keys::TREE_ACTIVE)?,
+            active,
+            active_count,
             lists: db.open_tree(keys::TREE_LISTS)?,
             index_complete: Completion::read(&db, keys::META_ACTIVE_INDEX)?,
             lists_complete: Completion::read(&db, keys::META_LIST_INDEX)?,
@@ -236,14 +241,26 @@ impl ServiceDb {
     /// that record is durable the mark is too. Unmark only after a record that
     /// needs nothing is durable; a stale mark costs recovery one read.
     pub fn mark_active(&self, id: &str) -> Result<(), StoreError> {
-        self.active.insert(keys::entity(id), &[])?;
+        if self.active.insert(keys::entity(id), &[])?.is_none() {
+            self.active_count
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 
     /// Removes `id` from the recovery index (see [`Self::mark_active`]).
     pub fn unmark_active(&self, id: &str) -> Result<(), StoreError> {
-        self.active.remove(keys::entity(id))?;
+        if self.active.remove(keys::entity(id))?.is_some() {
+            self.active_count
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
+    }
+
+    /// How many entities are in the recovery index: for orders, those not
+    /// settled yet or with messages not yet delivered (admission control).
+    pub fn active_count(&self) -> u64 {
+        self.active_count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether `id` is in the recovery index.
