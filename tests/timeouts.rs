@@ -337,3 +337,85 @@ async fn orders_beyond_max_in_flight_are_refused_until_some_settle() {
     })
     .await;
 }
+
+/// A saga's deadline that passed while the process was down does not fire at
+/// restart: recovery resends the saga's `ReserveCredit`, so the saga waits a
+/// whole reply window from the restart before it times out (here the customer
+/// stays silent, so it does time out, and when it does tells how long the
+/// saga waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_resent_message_gets_a_whole_reply_window() {
+    use durasaga::actors::Runtime;
+    use durasaga::domain::{Money, SagaPhase};
+    const REPLY_TIMEOUT_MS: i64 = 1_500;
+    let _one_app = common::exclusive().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = durasaga::config::Settings::defaults()
+        .with(json!({
+            "storage": {"data_dir": dir.path()},
+            "saga": {"reply_timeout_ms": REPLY_TIMEOUT_MS},
+        }))
+        .expect("settings");
+    let rt = Runtime::start(settings.clone()).await.expect("start");
+    let customer = rt
+        .create_customer("Later".into(), Money::from_cents(10_000).unwrap(), None)
+        .await
+        .expect("customer");
+    // After a restart no customer actor is live, and then none may start:
+    // ReserveCredit stays in the saga's outbox.
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
+    let rt = Runtime::start(settings.clone()).await.expect("restart");
+    rt.customers.close();
+    let order = rt
+        .create_order(customer.id.clone(), Money::from_cents(1_000).unwrap(), None)
+        .await
+        .expect("order");
+    let deadline = Instant::now() + DEADLINE;
+    let reply_due = loop {
+        let s = rt.get_saga(&order.saga_id).await.expect("saga");
+        if let Some(d) = s
+            .filter(|s| s.phase == SagaPhase::ReservingCredit)
+            .and_then(|s| s.deadline)
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the saga never asked for credit: {:?}",
+            rt.get_saga(&order.saga_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
+
+    // Down until the reply deadline has passed.
+    while durasaga::actors::entity::now_millis() <= reply_due {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    durasaga::fault::set_customer_silent(true);
+    let restarted_at = durasaga::actors::entity::now_millis();
+    let rt = Runtime::start(settings).await.expect("restart");
+    let deadline = Instant::now() + DEADLINE;
+    let timed_out_at = loop {
+        let s = rt
+            .get_saga(&order.saga_id)
+            .await
+            .expect("saga")
+            .expect("saga exists");
+        if let Some(h) = s.history.iter().find(|h| h.cause == "Timeout") {
+            break h.at;
+        }
+        assert!(Instant::now() < deadline, "the saga never timed out: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    assert!(
+        timed_out_at >= restarted_at + REPLY_TIMEOUT_MS,
+        "timed out {} ms after the restart; the resent ReserveCredit deserved {REPLY_TIMEOUT_MS} ms",
+        timed_out_at - restarted_at
+    );
+}

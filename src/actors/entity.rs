@@ -128,6 +128,11 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
         !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
     }
+    /// How long after a start no timer of this service fires (see
+    /// `TimerWheel::hold_until`): a saga's reply window.
+    fn recovery_grace(&self) -> Millis {
+        0
+    }
     /// Whether this kind of entity has list terms (see [`Self::list_terms`]).
     const LISTED: bool = false;
     /// The field values this state is listed under, for filtered lists (see

@@ -963,6 +963,7 @@ fn recover_service<L: Logic>(
     let mut wake = Vec::new();
     let mut timers = Vec::new();
     let mut with_record = std::collections::HashSet::new();
+    let mut with_deadline = 0usize;
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
     let indexed = ctx.db.active_index_complete();
@@ -1019,6 +1020,7 @@ fn recover_service<L: Logic>(
         }
         if deadline.is_some() {
             r.active_sagas += 1;
+            with_deadline += 1;
         }
         with_record.insert(id);
     }
@@ -1053,6 +1055,13 @@ fn recover_service<L: Logic>(
     } else {
         ctx.relay.hand_over(outbox)
     };
+    // Sagas in flight: hold their timers for one reply window (the resent
+    // outboxes are as good as sent now; see `TimerWheel::hold_until`).
+    let grace = ctx.logic.recovery_grace();
+    if grace > 0 && with_deadline > 0 {
+        ctx.timers
+            .hold_until(super::entity::now_millis().saturating_add(grace));
+    }
     let ctx = ctx.clone();
     let resume = move || {
         for id in wake {

@@ -431,6 +431,10 @@ impl Logic for SagaLogic {
     type Reply = Result<SagaState, String>;
     const SERVICE: Service = Service::Saga;
 
+    fn recovery_grace(&self) -> Millis {
+        self.policy.reply_timeout_ms
+    }
+
     fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<SagaState>, env: &Envelope) {
         let start = match &env.payload {
             Payload::StartCreateOrder {

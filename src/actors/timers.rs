@@ -5,14 +5,18 @@
 //! per actor keeps spawns off the hot path.
 //!
 //! Timers are not durable here: deadlines are part of each saga's durable
-//! state, and start-up recovery re-arms them (a deadline that passed during a
-//! crash fires at once). A duplicate or stale timer is harmless: the saga acts
-//! only when its current deadline has passed.
+//! state, and start-up recovery re-arms them. Recovery also holds every timer
+//! of the service until one reply window after the start (see
+//! [`TimerWheel::hold_until`]): it resends every outbox, so a deadline that
+//! passed during the crash fires only if the resent message got no reply
+//! either. A duplicate or stale timer is harmless: the saga acts only when
+//! its current deadline has passed.
 
 use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
 use crate::domain::Millis;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,6 +26,8 @@ use tokio::task::JoinHandle;
 pub struct TimerWheel {
     tx: mpsc::UnboundedSender<(Millis, String)>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// No timer fires before this (ms since the epoch; see [`Self::hold_until`]).
+    not_before: AtomicI64,
 }
 
 impl TimerWheel {
@@ -32,6 +38,7 @@ impl TimerWheel {
         Self {
             tx,
             task: Mutex::new(Some(task)),
+            not_before: AtomicI64::new(0),
         }
     }
 
@@ -40,9 +47,20 @@ impl TimerWheel {
         self.task.lock().ok().and_then(|mut t| t.take())
     }
 
-    /// Delivers `Timer` to `entity` at `deadline` (ms since the epoch).
+    /// Delivers `Timer` to `entity` at `deadline` (ms since the epoch), or
+    /// when the hold ends if that is later.
     pub fn arm(&self, entity: &str, deadline: Millis) {
-        let _ = self.tx.send((deadline, entity.to_owned()));
+        let at = deadline.max(self.not_before.load(SeqCst));
+        let _ = self.tx.send((at, entity.to_owned()));
+    }
+
+    /// Holds every timer armed from now on until `t`. Start-up recovery
+    /// sets it one reply window ahead: the outboxes it resends are as good as
+    /// sent now, and a saga must not time out on a message whose receiver is
+    /// still working through the backlog the crash left (a large backlog
+    /// otherwise made every saga time out and retry at once).
+    pub fn hold_until(&self, t: Millis) {
+        self.not_before.fetch_max(t, SeqCst);
     }
 }
 
