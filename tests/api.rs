@@ -636,6 +636,70 @@ async fn bad_requests_get_their_status_and_change_nothing() {
 
 // ---------------------------------------------------------- pagination
 
+/// `GET /orders?customerId` finds a customer's orders without a scan: those
+/// in the order-history view and those whose view event is still on its way
+/// (in the order database's recovery index). Both halves are exercised: the
+/// view is closed before the last order, so only the index knows of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_a_customer_are_listed_from_the_view_and_the_orders_in_flight() {
+    with_app(json!({"actors": {"idle_timeout_ms": 100}}), |app| {
+        Box::pin(async move {
+            let a = create_customer(app, "A", "100.00").await;
+            let b = create_customer(app, "B", "100.00").await;
+            let mut mine = Vec::new();
+            for _ in 0..2 {
+                let o = post_order(app, json!(a), json!("1.00")).await;
+                mine.push(settled_order(app, o["orderId"].as_str().unwrap()).await);
+            }
+            let other = post_order(app, json!(b), json!("1.00")).await;
+            settled_order(app, other["orderId"].as_str().unwrap()).await;
+
+            // Every order delivered to the view and out of the recovery
+            // index, and no view actor left, so that closing the view
+            // service holds back the next order's view events.
+            let deadline = Instant::now() + DEADLINE;
+            while app.rt.store.order.active_count() > 0 || app.rt.views.active() > 0 {
+                assert!(Instant::now() < deadline, "orders never left the index");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            app.rt.views.close();
+            let o = post_order(app, json!(a), json!("1.00")).await;
+            mine.push(settled_order(app, o["orderId"].as_str().unwrap()).await);
+            let (_, history) = get(app, &format!("/customers/{a}/orderhistory")).await;
+            assert_eq!(
+                history["orders"].as_array().map(Vec::len),
+                Some(2),
+                "the view must not know the last order yet: {history}"
+            );
+
+            let (s, list) = get(app, &format!("/orders?customerId={a}")).await;
+            assert_eq!(s, StatusCode::OK, "{list}");
+            assert_eq!(
+                list["orders"],
+                json!(mine),
+                "all of A's orders, in id order"
+            );
+            assert!(list.get("next").is_none(), "{list}");
+
+            // Paged: two, then the rest after the cursor.
+            let (_, first) = get(app, &format!("/orders?customerId={a}&limit=2")).await;
+            assert_eq!(first["orders"], json!(mine[..2]), "{first}");
+            let next = first["next"].as_str().expect("next cursor");
+            let (_, rest) = get(app, &format!("/orders?customerId={a}&limit=2&after={next}")).await;
+            assert_eq!(rest["orders"], json!(mine[2..]), "{rest}");
+            assert!(rest.get("next").is_none(), "{rest}");
+
+            let (_, approved) = get(app, &format!("/orders?customerId={b}&state=APPROVED")).await;
+            assert_eq!(
+                approved["orders"].as_array().map(Vec::len),
+                Some(1),
+                "{approved}"
+            );
+        })
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_are_paged_with_next_cursors() {
     with_app(json!({}), |app| {
