@@ -543,3 +543,95 @@ async fn a_message_stays_in_its_senders_outbox_until_its_receiver_handled_it() {
     assert_eq!(c.available_credit(), Money::from_cents(7_500).unwrap());
     stop_and_check(rt, dir.path()).await;
 }
+
+/// `GET /orders?customerId` finds an order whose only `OrderChanged` the
+/// view set aside as a dead letter (the order has left the recovery index,
+/// and the view does not list it): the list reads the view's dead letters
+/// too, not only its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_view_event_was_dead_lettered_is_still_listed_by_customer() {
+    use durasaga::domain::{CustomerHistory, Money, Payload};
+    use durasaga::persistence::deadletters::DeadLetter;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = start_on(dir.path()).await;
+    let customer = rt
+        .create_customer("Lost".into(), Money::from_cents(10_000).unwrap(), None)
+        .await
+        .expect("customer");
+    let cid = customer.id.to_string();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let o = rt
+            .create_order(customer.id.clone(), Money::from_cents(100).unwrap(), None)
+            .await
+            .expect("order");
+        ids.push(o.order.id.to_string());
+    }
+    assert_eq!(settle(&rt).await, 2);
+    stop(rt).await;
+
+    // As if the view had failed on the second order's event too often: the
+    // event is a dead letter, the view record lacks the order, and the order
+    // (its outbox delivered) is out of the recovery index.
+    {
+        let store = open_store(dir.path());
+        let mut view = store
+            .view
+            .load::<CustomerHistory>(&cid)
+            .expect("view record");
+        let history = view.state.as_mut().expect("view state");
+        let lost = durasaga::domain::OrderId::parse(&ids[1]).expect("order id");
+        assert!(history.orders.remove(&lost).is_some(), "{history:?}");
+        store.view.save(&cid, &view).expect("save view");
+        let order = store
+            .order
+            .get::<durasaga::persistence::OrderRecord>(&ids[1])
+            .expect("read order")
+            .and_then(|r| r.state)
+            .expect("order stored");
+        let changed = durasaga::actors::logic::order_changed(&order).expect("event");
+        assert!(matches!(changed, Payload::OrderChanged { .. }));
+        let envelope = durasaga::domain::Envelope {
+            id: 7,
+            kind: changed.kind().to_owned(),
+            schema_version: durasaga::domain::SCHEMA_VERSION,
+            from: durasaga::domain::Address {
+                service: durasaga::domain::Service::Order,
+                entity: ids[1].clone(),
+            },
+            to: durasaga::domain::Address {
+                service: durasaga::domain::Service::View,
+                entity: cid.clone(),
+            },
+            correlation: ids[1].clone(),
+            reply_to: None,
+            attempt: 1,
+            sent_at: 0,
+            payload: changed,
+        };
+        store
+            .view
+            .deadletter_put(&DeadLetter {
+                id: 7,
+                entity: cid.clone(),
+                envelope: Some(envelope),
+                error: "injected by the test".into(),
+                attempts: 3,
+                at: 0,
+            })
+            .expect("dead letter");
+        assert!(!store.order.active_ids().expect("ids").contains(&ids[1]));
+        store.close().expect("close");
+    }
+
+    let rt = start_on(dir.path()).await;
+    let by_customer = OrderFilter {
+        customer_id: Some(cid.clone()),
+        state: None,
+    };
+    let (orders, next) = rt.list_orders(&by_customer, None, 100).await.expect("list");
+    let listed: Vec<String> = orders.iter().map(|o| o.order.id.to_string()).collect();
+    assert_eq!(listed, ids, "both orders, the dead-lettered one included");
+    assert!(next.is_none());
+    stop(rt).await;
+}

@@ -284,13 +284,28 @@ async fn orders_beyond_max_in_flight_are_refused_until_some_settle() {
         Box::pin(async move {
             let cid = app.client.create_customer("Busy", "100.00").await.unwrap();
             durasaga::fault::set_customer_silent(true);
+            let post = |key: &'static str| {
+                app.client
+                    .http
+                    .post(format!("{}/orders", app.url))
+                    .header("Idempotency-Key", key)
+                    .json(&json!({"customerId": cid, "orderTotal": {"amount": "10.00"}}))
+                    .send()
+            };
             let mut ids = Vec::new();
-            for _ in 0..3 {
-                let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
+            for key in ["k1", "k2", "k3"] {
+                let r = post(key).await.expect("POST /orders");
+                assert_eq!(r.status().as_u16(), 201);
+                let o: Value = r.json().await.expect("order");
                 assert_eq!(o["orderState"], "PENDING", "{o}");
                 ids.push(o["orderId"].as_str().unwrap().to_owned());
             }
             assert_eq!(orders_in_flight(app).await, 3);
+            // A replay of an accepted request is answered, even at the limit.
+            let r = post("k1").await.expect("POST /orders again");
+            assert_eq!(r.status().as_u16(), 201, "replay at the limit");
+            let again: Value = r.json().await.expect("order");
+            assert_eq!(again["orderId"], ids[0].as_str(), "{again}");
 
             let r = app
                 .client

@@ -128,8 +128,9 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
         !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
     }
-    /// How long after a start no timer of this service fires (see
-    /// `TimerWheel::hold_until`): a saga's reply window.
+    /// How long after recovery resumes a service with deadlines pending none
+    /// of its timers fires (see `TimerWheel::hold_until`): a saga's reply
+    /// window; 0 (no hold) for services without timers.
     fn recovery_grace(&self) -> Millis {
         0
     }

@@ -498,21 +498,28 @@ impl Runtime {
         idempotency_key: Option<&str>,
     ) -> Result<OrderView, AppError> {
         self.check_ready()?;
-        let in_flight = self.store.order.active_count();
-        let limit = self.settings.saga.max_in_flight;
-        if in_flight >= limit {
-            return Err(AppError::Overloaded(format!(
-                "{in_flight} orders are in flight, the most saga.max_in_flight allows ({limit})"
-            )));
-        }
-        let max = self.settings.mailbox.max_depth as u64;
-        if self.customers.depth_of(customer_id.as_str()) >= max {
-            return Err(AppError::Overloaded(format!(
-                "customer {customer_id} has more than {max} messages queued"
-            )));
-        }
         let fingerprint = format!("POST /orders {customer_id} {}", i64::from(total));
         let id = entity_id_for(&self.store.order, idempotency_key, fingerprint).await?;
+        // A replay of an accepted request answers its order whatever the load;
+        // only a new order is subject to admission control. (Concurrent
+        // requests may pass the checks together: the limits are approximate.)
+        let replay =
+            idempotency_key.is_some() && self.store.order.get::<OrderRecord>(&id)?.is_some();
+        if !replay {
+            let in_flight = self.store.order.active_count();
+            let limit = self.settings.saga.max_in_flight;
+            if in_flight >= limit {
+                return Err(AppError::Overloaded(format!(
+                    "{in_flight} orders are in flight, the most saga.max_in_flight allows ({limit})"
+                )));
+            }
+            let max = self.settings.mailbox.max_depth as u64;
+            if self.customers.depth_of(customer_id.as_str()) >= max {
+                return Err(AppError::Overloaded(format!(
+                    "customer {customer_id} has more than {max} messages queued"
+                )));
+            }
+        }
         let rec = Self::call(&self.orders, &id, OrderCmd::Create { customer_id, total })
             .await?
             .map_err(order_error)?;
@@ -572,14 +579,18 @@ impl Runtime {
             Some(OrderState::Pending) => marked(db, after),
             Some(_) | None => match filter.customer_id.as_deref() {
                 Some(c) if db.active_index_complete() => {
-                    let ids = customer_order_ids(&self.store, c, after)?;
-                    self.store
-                        .view
-                        .flusher
-                        .read_barrier()
-                        .await
-                        .map_err(StoreError::from)?;
-                    records_of(db, ids.into_iter().map(Ok))
+                    match customer_order_ids(&self.store, c, after)? {
+                        Some(ids) => {
+                            self.store
+                                .view
+                                .flusher
+                                .read_barrier()
+                                .await
+                                .map_err(StoreError::from)?;
+                            records_of(db, ids.into_iter().map(Ok))
+                        }
+                        None => listed(db, None, after),
+                    }
                 }
                 _ => listed(db, None, after),
             },
@@ -900,35 +911,73 @@ fn records_of<'a, S: serde::de::DeserializeOwned + 'a>(
 }
 
 /// The ids of every order of `customer` after `after`, in id order (a
-/// superset: the caller re-checks each record's customer), without a scan:
-/// the orders in the customer's order-history view, plus those in the order
-/// database's recovery index. An order leaves that index only once its
-/// outbox is delivered, that is once the view's commit that handled its
-/// `OrderChanged` is durable; so reading the index *first* and the view
-/// *second* misses no order that existed when the list began. (An order
-/// whose view event was dead-lettered is missing from both; so it is from
-/// `GET /customers/{id}/orderhistory` until `durasaga rebuild-view`.)
+/// superset: the caller re-checks each record's customer), without a scan;
+/// `None` if the view's side cannot be read (then the caller scans).
+///
+/// An order's `OrderChanged` goes from its outbox (the order stays in the
+/// order database's recovery index until the outbox is delivered) to the
+/// customer's order-history view; or, if the view fails on it too often, to
+/// the view's dead letters, and from there (`POST /deadletters/{id}/redeliver`)
+/// to the view's durable inbox, then into the view. It leaves each place only
+/// once it is durably in the next, so reading the places in that order (index,
+/// dead letters, inbox, view) misses no order that existed when the list
+/// began. (Redelivery takes a dead letter before it appends it to the inbox:
+/// during that operator action its order may be missed.)
+///
+/// The cost: the ids of every order in flight (and of every order the view
+/// lists after `after`); the caller reads records in id order until its page
+/// is full, so in-flight orders, the newest, are read only on a page that
+/// reaches them.
 fn customer_order_ids(
     store: &crate::persistence::Store,
     customer: &str,
     after: Option<&str>,
-) -> Result<std::collections::BTreeSet<String>, StoreError> {
+) -> Result<Option<std::collections::BTreeSet<String>>, StoreError> {
     let mut ids = store
         .order
         .active_ids_after(after)
         .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
-    if let Some(view) = store
-        .view
+    match view_order_ids(&store.view, customer) {
+        Ok(found) => {
+            ids.extend(
+                found
+                    .into_iter()
+                    .filter(|id| after.is_none_or(|a| id.as_str() > a)),
+            );
+            Ok(Some(ids))
+        }
+        Err(e) => {
+            tracing::warn!(customer, error = %e,
+                "order-history view unreadable; listing the customer's orders by a scan");
+            Ok(None)
+        }
+    }
+}
+
+/// The order ids the view side holds for `customer`: in its dead letters,
+/// its durable inbox, and its record, read in that order (see
+/// [`customer_order_ids`]).
+fn view_order_ids(view: &ServiceDb, customer: &str) -> Result<Vec<String>, StoreError> {
+    let changed = |env: &crate::domain::Envelope| match &env.payload {
+        crate::domain::Payload::OrderChanged { order_id, .. } => Some(order_id.to_string()),
+        _ => None,
+    };
+    let mut ids: Vec<String> = view
+        .deadletter_list(None, usize::MAX)?
+        .iter()
+        .filter(|dl| dl.entity == customer)
+        .filter_map(|dl| dl.envelope.as_ref().and_then(changed))
+        .collect();
+    ids.extend(
+        view.inbox_pending(customer, 0, usize::MAX)?
+            .iter()
+            .filter_map(|(_, env)| env.as_ref().ok().and_then(changed)),
+    );
+    if let Some(v) = view
         .get::<crate::domain::view::CustomerHistory>(customer)?
         .and_then(|r| r.state)
     {
-        ids.extend(
-            view.orders
-                .keys()
-                .map(|o| o.as_str())
-                .filter(|id| after.is_none_or(|a| *id > a))
-                .map(str::to_owned),
-        );
+        ids.extend(v.orders.keys().map(|o| o.to_string()));
     }
     Ok(ids)
 }
@@ -1099,15 +1148,16 @@ fn recover_service<L: Logic>(
     } else {
         ctx.relay.hand_over(outbox)
     };
-    // Sagas in flight: hold their timers for one reply window (the resent
-    // outboxes are as good as sent now; see `TimerWheel::hold_until`).
     let grace = ctx.logic.recovery_grace();
-    if grace > 0 && with_deadline > 0 {
-        ctx.timers
-            .hold_until(super::entity::now_millis().saturating_add(grace));
-    }
     let ctx = ctx.clone();
     let resume = move || {
+        // Sagas in flight: hold their timers for one reply window from now,
+        // when every service is recovered and the resent outboxes are queued
+        // (they are as good as sent now; see `TimerWheel::hold_until`).
+        if grace > 0 && with_deadline > 0 {
+            ctx.timers
+                .hold_until(super::entity::now_millis().saturating_add(grace));
+        }
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
         }

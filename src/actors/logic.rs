@@ -357,6 +357,11 @@ impl Logic for OrderLogic {
     /// index also lists the PENDING orders (`GET /orders?state=PENDING`)
     /// without a write of its own: the mark is made at creation anyway (the
     /// new order has messages to send) and removed when it passivates.
+    /// Two more readers rely on this rule: an order stays marked until its
+    /// outbox (its `OrderChanged` to the view included) is delivered, which
+    /// `GET /orders?customerId` needs to miss no order (see
+    /// `customer_order_ids`), and the marked orders are what admission
+    /// control counts (`saga.max_in_flight`).
     fn needs_recovery(&self, rec: &EntityRecord<OrderRecord>) -> bool {
         !rec.outbox.is_empty() || order_pending(rec.state.as_ref())
     }

@@ -5,11 +5,12 @@
 //! per actor keeps spawns off the hot path.
 //!
 //! Timers are not durable here: deadlines are part of each saga's durable
-//! state, and start-up recovery re-arms them. Recovery also holds every timer
-//! of the service until one reply window after the start (see
-//! [`TimerWheel::hold_until`]): it resends every outbox, so a deadline that
-//! passed during the crash fires only if the resent message got no reply
-//! either. A duplicate or stale timer is harmless: the saga acts only when
+//! state, and start-up recovery re-arms them. When it finds sagas in flight,
+//! recovery also holds the saga service's timers until one reply window after
+//! it resumes them (see [`TimerWheel::hold_until`]): it resends every outbox,
+//! so a deadline that passed during the crash fires only if the resent message
+//! got no reply either. (A saga that was in backoff resends after the hold,
+//! up to one reply window later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when
 //! its current deadline has passed.
 
 use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
@@ -54,8 +55,9 @@ impl TimerWheel {
         let _ = self.tx.send((at, entity.to_owned()));
     }
 
-    /// Holds every timer armed from now on until `t`. Start-up recovery
-    /// sets it one reply window ahead: the outboxes it resends are as good as
+    /// Holds every timer armed from now on until `t`. Start-up recovery of
+    /// the saga service, when it finds sagas in flight, sets it one reply
+    /// window ahead: the outboxes it resends are as good as
     /// sent now, and a saga must not time out on a message whose receiver is
     /// still working through the backlog the crash left (a large backlog
     /// otherwise made every saga time out and retry at once).

@@ -239,7 +239,9 @@ impl ServiceDb {
     /// the insert of a record that needs recovery (an outbox to resend, a
     /// deadline to re-arm): sled recovers a prefix of its log, so whenever
     /// that record is durable the mark is too. Unmark only after a record that
-    /// needs nothing is durable; a stale mark costs recovery one read.
+    /// needs nothing is durable; a stale mark costs recovery one read (and,
+    /// in the order database, one slot of admission control and one record
+    /// read per `GET /orders?customerId`, until the entity passivates).
     pub fn mark_active(&self, id: &str) -> Result<(), StoreError> {
         if self.active.insert(keys::entity(id), &[])?.is_none() {
             self.active_count
@@ -251,8 +253,12 @@ impl ServiceDb {
     /// Removes `id` from the recovery index (see [`Self::mark_active`]).
     pub fn unmark_active(&self, id: &str) -> Result<(), StoreError> {
         if self.active.remove(keys::entity(id))?.is_some() {
-            self.active_count
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            // Saturating: a count below zero would refuse every new order.
+            let _ = self.active_count.fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| Some(n.saturating_sub(1)),
+            );
         }
         Ok(())
     }
