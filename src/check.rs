@@ -108,7 +108,12 @@ pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let customers: Vec<(String, EntityRecord<Customer>)> = scan_all(&store.customer, &mut v)?;
     let orders: Vec<(String, EntityRecord<OrderRecord>)> = scan_all(&store.order, &mut v)?;
     let sagas: Vec<(String, EntityRecord<SagaState>)> = scan_all(&store.saga, &mut v)?;
-    let views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;
+    let mut views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;
+    for (id, rec) in &mut views {
+        if let Some(h) = rec.state.as_mut() {
+            crate::actors::logic::merge_parts(&store.view, id, h)?;
+        }
+    }
 
     check_listed(
         &store.order,
@@ -307,6 +312,7 @@ pub fn rebuild_view(dir: &Path) -> Result<usize, StoreError> {
         .map(|(id, r)| (id, r.inbox_cursor))
         .collect();
     store.view.entities.clear()?;
+    store.view.parts_clear()?;
     for (id, view) in &views {
         let rec = EntityRecord {
             state: Some(view.clone()),

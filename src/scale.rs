@@ -233,6 +233,9 @@ pub fn fill(
             },
         )?;
     }
+    // Views in the inline form of the versions before order-summary parts:
+    // readers merge both forms, and the view's next event for a customer
+    // moves its summaries out (so scale checks also cover that path).
     for v in &views {
         store.view.save(
             v.customer_id.as_str(),

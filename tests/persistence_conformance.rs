@@ -1434,3 +1434,45 @@ async fn the_recovery_index_count_follows_marks_and_survives_a_reopen() {
     assert_eq!(store.order.active_ids().unwrap(), vec!["o-2", "o-3"]);
     close_and_wait(store);
 }
+
+// ------------------------------------------------------------------ parts --
+
+#[tokio::test]
+async fn a_part_is_only_replaced_by_a_higher_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path(), Durability::Flush);
+    let part = |name: &str, version: u64, value: &[u8]| PartWrite {
+        part: name.into(),
+        version,
+        value: value.to_vec(),
+    };
+    assert!(db.part_put_newer("c-1", &part("o-2", 2, b"two")).unwrap());
+    assert!(
+        !db.part_put_newer("c-1", &part("o-2", 1, b"one")).unwrap(),
+        "older"
+    );
+    assert!(
+        !db.part_put_newer("c-1", &part("o-2", 2, b"again")).unwrap(),
+        "same"
+    );
+    assert!(db.part_put_newer("c-1", &part("o-1", 1, b"first")).unwrap());
+    assert!(db
+        .part_put_newer("c-10", &part("o-9", 1, b"other"))
+        .unwrap());
+    assert!(db.part_put_newer("c-1", &part("o-2", 3, b"three")).unwrap());
+    assert_eq!(
+        db.parts_of("c-1").unwrap(),
+        vec![
+            ("o-1".to_owned(), 1, b"first".to_vec()),
+            ("o-2".to_owned(), 3, b"three".to_vec()),
+        ],
+        "in name order, newest versions, no other entity's parts"
+    );
+    db.parts
+        .insert(keys::part("c-2", "bad"), &[1u8, 2][..])
+        .unwrap();
+    assert!(
+        db.parts_of("c-2").is_err(),
+        "a truncated part is an error, not a panic"
+    );
+}

@@ -575,14 +575,23 @@ async fn an_order_whose_view_event_was_dead_lettered_is_still_listed_by_customer
     // (its outbox delivered) is out of the recovery index.
     {
         let store = open_store(dir.path());
-        let mut view = store
+        // The summary is a part of its own (see `persistence::parts`).
+        let view = store
             .view
             .load::<CustomerHistory>(&cid)
             .expect("view record");
-        let history = view.state.as_mut().expect("view state");
-        let lost = durasaga::domain::OrderId::parse(&ids[1]).expect("order id");
-        assert!(history.orders.remove(&lost).is_some(), "{history:?}");
-        store.view.save(&cid, &view).expect("save view");
+        assert!(view.state.expect("view state").orders.is_empty());
+        assert!(store
+            .view
+            .parts
+            .remove(keys::part(&cid, &ids[1]))
+            .expect("remove part")
+            .is_some());
+        let history = durasaga::actors::logic::load_history(&store.view, &cid)
+            .expect("history")
+            .and_then(|r| r.state)
+            .expect("view state");
+        assert_eq!(history.orders.len(), 1, "{history:?}");
         let order = store
             .order
             .get::<durasaga::persistence::OrderRecord>(&ids[1])
@@ -634,4 +643,76 @@ async fn an_order_whose_view_event_was_dead_lettered_is_still_listed_by_customer
     assert_eq!(listed, ids, "both orders, the dead-lettered one included");
     assert!(next.is_none());
     stop(rt).await;
+}
+
+/// A view written before order summaries became parts (`fill` writes that
+/// inline form) reads the same, and the first event the view handles for the
+/// customer moves every summary out of the record into parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
+    use durasaga::domain::{CustomerId, Money};
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 20, 0);
+    let cid = "c0000000001";
+    {
+        let store = open_store(dir.path());
+        let inline = store
+            .view
+            .load::<durasaga::domain::CustomerHistory>(cid)
+            .expect("view")
+            .state
+            .expect("state");
+        assert_eq!(inline.orders.len(), 4, "fill writes the inline form");
+        assert!(store.view.parts_of(cid).expect("parts").is_empty());
+        store.close().expect("close");
+    }
+    let rt = start_on(dir.path()).await;
+    let before = rt
+        .order_history_view(cid)
+        .await
+        .expect("view")
+        .expect("known customer");
+    assert_eq!(before.orders.len(), 4);
+    let order = rt
+        .create_order(
+            CustomerId::parse(cid).unwrap(),
+            Money::from_cents(100).unwrap(),
+            None,
+        )
+        .await
+        .expect("order");
+    assert_eq!(settle(&rt).await, 21);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let v = rt
+            .order_history_view(cid)
+            .await
+            .expect("view")
+            .expect("known customer");
+        if v.orders
+            .get(&order.order.id)
+            .is_some_and(|o| o.state != OrderState::Pending)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the view never settled: {v:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(after.orders.len(), 5);
+    for (id, summary) in &before.orders {
+        assert_eq!(after.orders.get(id), Some(summary), "order {id} changed");
+    }
+    stop_and_check(rt, dir.path()).await;
+
+    let store = open_store(dir.path());
+    let rec = store
+        .view
+        .load::<durasaga::domain::CustomerHistory>(cid)
+        .expect("view");
+    assert!(
+        rec.state.expect("state").orders.is_empty(),
+        "the summaries left the record"
+    );
+    assert_eq!(store.view.parts_of(cid).expect("parts").len(), 5);
+    store.close().expect("close");
 }

@@ -6,7 +6,8 @@
 //! mailbox (the service's in-memory queue for the entity, or, for redelivered
 //! dead letters and older data, its durable inbox), calls the pure logic,
 //! commits state + outbox + inbox cursor + dedup window in one single-key
-//! write, waits for the flusher, and only then hands the outbox to the relay,
+//! write (after the versioned parts the logic moved out, see
+//! `persistence::parts`), waits for the flusher, and only then hands the outbox to the relay,
 //! acknowledges what it handled to the senders, and answers callers.
 //!
 //! Invariants: at most one live actor per entity (the [`Registry`] is the only
@@ -19,7 +20,7 @@ use super::relay::Relay;
 use crate::config::Settings;
 use crate::domain::{Address, Envelope, Millis, Payload, Service, SCHEMA_VERSION};
 use crate::persistence::deadletters::DeadLetter;
-use crate::persistence::{EntityRecord, ListTerm, ServiceDb};
+use crate::persistence::{EntityRecord, ListTerm, PartWrite, ServiceDb};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,12 +43,14 @@ pub fn new_envelope_id() -> u128 {
 }
 
 /// What a handler sees besides its state: the time, its own address, a jitter
-/// draw, and where to put the messages it sends.
+/// draw, where to put the messages it sends, and the versioned parts of its
+/// state it moved out of the record (see `persistence::parts`).
 pub struct Cx {
     pub now: Millis,
     pub me: Address,
     pub jitter: f64,
     pub out: Vec<Envelope>,
+    pub parts: Vec<PartWrite>,
 }
 
 impl Cx {
@@ -57,6 +60,7 @@ impl Cx {
             me,
             jitter: rand::random::<f64>(),
             out: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -612,7 +616,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                     .ctx
                     .logic
                     .on_command(&mut cx, &st.id, &mut rec.state, cmd);
-                match commit(st, cx.out, Acks::new()).await {
+                match commit(st, cx.out, cx.parts, Acks::new()).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(answer));
                     }
@@ -627,7 +631,7 @@ impl<L: Logic> Actor for EntityActor<L> {
                 let mut cx = Cx::new(st.me.clone());
                 let rec = st.rec.as_mut().ok_or("record not loaded")?;
                 if st.ctx.logic.on_timer(&mut cx, &st.id, &mut rec.state) {
-                    commit(st, cx.out, Acks::new()).await?;
+                    commit(st, cx.out, cx.parts, Acks::new()).await?;
                 }
             }
             EntityMsg::IdleCheck => {
@@ -749,7 +753,7 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
                 .push(env.id);
         }
         put_deadletters(st, &deadletters)?;
-        commit(st, cx.out, acks).await?;
+        commit(st, cx.out, cx.parts, acks).await?;
         st.ctx.dequeue(&st.id, pending.len());
         handled_without_failure(st);
     }
@@ -785,7 +789,7 @@ async fn drain_durable<L: Logic>(
         }
     }
     put_deadletters(st, &deadletters)?;
-    commit(st, cx.out, Acks::new()).await?;
+    commit(st, cx.out, cx.parts, Acks::new()).await?;
     st.consumed.extend(seqs);
     st.ctx.sub_depth(&st.id, n);
     handled_without_failure(st);
@@ -871,6 +875,7 @@ type Acks = HashMap<(Service, String), Vec<u128>>;
 async fn commit<L: Logic>(
     st: &mut EntityState<L>,
     out: Vec<Envelope>,
+    parts: Vec<PartWrite>,
     acks: Acks,
 ) -> Result<(), ActorProcessingErr> {
     let rec = st.rec.as_mut().ok_or("record not loaded")?;
@@ -894,6 +899,12 @@ async fn commit<L: Logic>(
             .cloned()
             .collect();
         st.ctx.db.list_index_add(&st.id, &added)?;
+    }
+    // Parts before the record: each only ever moves to a higher version, so if
+    // the record is lost they are rewritten as they are (see
+    // `persistence::parts`); the record's flush covers them.
+    for p in &parts {
+        st.ctx.db.part_put_newer(&st.id, p)?;
     }
     let ticket = st.ctx.db.save(&st.id, rec)?;
     if terms != st.terms {

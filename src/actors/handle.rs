@@ -680,7 +680,7 @@ impl Runtime {
         &self,
         customer_id: &str,
     ) -> Result<Option<CustomerHistory>, AppError> {
-        let rec = self.store.view.get::<CustomerHistory>(customer_id)?;
+        let rec = super::logic::load_history(&self.store.view, customer_id)?;
         self.store
             .view
             .flusher
@@ -973,10 +973,7 @@ fn view_order_ids(view: &ServiceDb, customer: &str) -> Result<Vec<String>, Store
             .iter()
             .filter_map(|(_, env)| env.as_ref().ok().and_then(changed)),
     );
-    if let Some(v) = view
-        .get::<crate::domain::view::CustomerHistory>(customer)?
-        .and_then(|r| r.state)
-    {
+    if let Some(v) = super::logic::load_history(view, customer)?.and_then(|r| r.state) {
         ids.extend(v.orders.keys().map(|o| o.to_string()));
     }
     Ok(ids)

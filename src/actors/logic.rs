@@ -10,7 +10,7 @@ use crate::domain::{
     Envelope, Millis, Money, Order, OrderId, OrderState, Payload, RecordedEvent, SagaId, SagaKind,
     SagaPolicy, Service,
 };
-use crate::persistence::{EntityRecord, ListTerm, OrderRecord};
+use crate::persistence::{EntityRecord, ListTerm, OrderRecord, PartWrite, ServiceDb, StoreError};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- customers
@@ -527,7 +527,68 @@ impl Logic for SagaLogic {
 
 /// The order-history view of one customer (the CQRS projector). Its inbox
 /// cursor is the projector's durable checkpoint.
+///
+/// Its record holds the customer's name and limit; each order's summary is a
+/// part of its own, versioned by the order's event count (see
+/// `persistence::parts`), so a commit rewrites one order, not the customer's
+/// whole history. Records written before parts existed hold the summaries
+/// inline: readers merge both ([`load_history`]), and the first event the
+/// view handles for such a customer moves them all out.
 pub struct ViewLogic;
+
+/// Moves every order summary of `v` out into parts to write (a summary that
+/// does not encode stays inline, where readers still find it).
+fn summaries_to_parts(v: &mut CustomerHistory, parts: &mut Vec<PartWrite>) {
+    for (order_id, summary) in std::mem::take(&mut v.orders) {
+        match crate::persistence::codec::encode(&summary) {
+            Ok(value) => parts.push(PartWrite {
+                part: order_id.to_string(),
+                version: summary.seq,
+                value,
+            }),
+            Err(e) => {
+                tracing::error!(order = %order_id, error = %e, "order summary does not encode; kept in the record");
+                v.orders.insert(order_id, summary);
+            }
+        }
+    }
+}
+
+/// A customer's order history as stored: its record with the order summaries
+/// of its parts merged in (the higher version wins over one left inline by an
+/// older version). `None` if the view has no record for the customer.
+pub fn load_history(
+    db: &ServiceDb,
+    customer: &str,
+) -> Result<Option<EntityRecord<CustomerHistory>>, StoreError> {
+    let Some(mut rec) = db.get::<CustomerHistory>(customer)? else {
+        return Ok(None);
+    };
+    if let Some(v) = rec.state.as_mut() {
+        merge_parts(db, customer, v)?;
+    }
+    Ok(Some(rec))
+}
+
+/// Merges the stored order-summary parts of `customer` into `v`.
+pub fn merge_parts(
+    db: &ServiceDb,
+    customer: &str,
+    v: &mut CustomerHistory,
+) -> Result<(), StoreError> {
+    for (name, version, value) in db.parts_of(customer)? {
+        let order_id = OrderId::parse(&name).map_err(|e| {
+            StoreError::Codec(crate::persistence::CodecError::Decode(format!(
+                "order-summary part {name} of {customer}: {e}"
+            )))
+        })?;
+        let summary: crate::domain::OrderSummary = crate::persistence::codec::decode(&value)?;
+        if v.orders.get(&order_id).is_none_or(|o| o.seq < version) {
+            v.orders.insert(order_id, summary);
+        }
+    }
+    Ok(())
+}
 
 impl Logic for ViewLogic {
     type State = CustomerHistory;
@@ -537,7 +598,7 @@ impl Logic for ViewLogic {
 
     fn on_envelope(
         &self,
-        _cx: &mut Cx,
+        cx: &mut Cx,
         id: &str,
         state: &mut Option<CustomerHistory>,
         env: &Envelope,
@@ -549,7 +610,11 @@ impl Logic for ViewLogic {
             *state = Some(CustomerHistory::new(cid));
         }
         if let Some(v) = state.as_mut() {
+            // Parts are written only to a higher version, so applying to an
+            // empty summary map and writing the result is the same as
+            // applying to the stored one.
             v.apply(&env.payload);
+            summaries_to_parts(v, &mut cx.parts);
         }
         let lag = (crate::actors::entity::now_millis() - env.sent_at).max(0) as f64 / 1000.0;
         metrics::histogram!("durasaga_view_lag_seconds").record(lag);

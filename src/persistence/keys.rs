@@ -11,6 +11,8 @@
 //! - `lists`: `term / len (u16 BE) / value / entity id` → empty: which
 //!   entities have a field value, for filtered lists (see
 //!   [`ServiceDb::list_index_add`](super::ServiceDb::list_index_add))
+//! - `parts`: `entity id / part name` → `version (u64 BE) ++ value`: pieces
+//!   of an entity's state kept apart (see `parts`)
 //! - the default tree holds [`META_ACTIVE_INDEX`] once `active` is complete,
 //!   and [`META_LIST_INDEX`] once `lists` is
 //!
@@ -22,6 +24,7 @@ pub const TREE_DEADLETTERS: &str = "deadletters";
 pub const TREE_IDEMPOTENCY: &str = "idempotency";
 pub const TREE_ACTIVE: &str = "active";
 pub const TREE_LISTS: &str = "lists";
+pub const TREE_PARTS: &str = "parts";
 
 /// Present (in the default tree) once the `active` tree lists every entity
 /// that needs recovery; absent in data written before the index existed.
@@ -48,6 +51,18 @@ pub fn inbox_prefix(id: &str) -> Vec<u8> {
 pub fn inbox(id: &str, seq: u64) -> Vec<u8> {
     let mut k = inbox_prefix(id);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Prefix of every part of an entity.
+pub fn part_prefix(id: &str) -> Vec<u8> {
+    inbox_prefix(id)
+}
+
+/// Key of one part of an entity.
+pub fn part(id: &str, name: &str) -> Vec<u8> {
+    let mut k = part_prefix(id);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 

@@ -6,7 +6,9 @@
 //! A write is visible to readers as soon as sled's `insert` returns, but it is
 //! only *durable* once the service's [`Flusher`] reports its ticket flushed.
 //! Nothing may leave the process (an HTTP answer, a relay hand-off, a reply)
-//! before that. Every hot-path commit is a single-key insert: sled's
+//! before that. Every hot-path commit is a single-key insert (the view also
+//! writes the order summaries that changed, as versioned parts just before its
+//! record: see [`parts`]): sled's
 //! transactions and batches serialise on a global lock (~5,000 writes/s here)
 //! while single-key inserts under a shared flush reach ~50,000/s.
 //!
@@ -19,6 +21,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod keys;
 pub mod lists;
+pub mod parts;
 pub mod records;
 pub mod space;
 pub mod store;
@@ -28,6 +31,7 @@ pub use flusher::{Durability, Flusher, Ticket};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use inbox::InboxSpan;
 pub use lists::ListTerm;
+pub use parts::PartWrite;
 pub use records::{EntityRecord, OrderRecord, SEEN_WINDOW};
 pub use space::SpaceGuard;
 pub use store::{ServiceDb, Store, StoreError};

@@ -86,6 +86,8 @@ pub struct ServiceDb {
     pub active: sled::Tree,
     /// Entities by field value, for filtered lists (see `lists`).
     pub lists: sled::Tree,
+    /// Pieces of entity states kept under their own keys (see `parts`).
+    pub parts: sled::Tree,
     pub flusher: Flusher,
     /// Whether `active` is complete (see [`Self::active_index_complete`]).
     index_complete: Completion,
@@ -158,6 +160,7 @@ impl ServiceDb {
             active,
             active_count,
             lists: db.open_tree(keys::TREE_LISTS)?,
+            parts: db.open_tree(keys::TREE_PARTS)?,
             index_complete: Completion::read(&db, keys::META_ACTIVE_INDEX)?,
             lists_complete: Completion::read(&db, keys::META_LIST_INDEX)?,
             db,
