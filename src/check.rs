@@ -105,7 +105,12 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
 /// Checks a store (see [`check`]).
 pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let mut v = Vec::new();
-    let customers: Vec<(String, EntityRecord<Customer>)> = scan_all(&store.customer, &mut v)?;
+    let mut customers: Vec<(String, EntityRecord<Customer>)> = scan_all(&store.customer, &mut v)?;
+    for (id, rec) in &mut customers {
+        if let Some(c) = rec.state.as_mut() {
+            crate::actors::logic::merge_decisions(&store.customer, id, c)?;
+        }
+    }
     let orders: Vec<(String, EntityRecord<OrderRecord>)> = scan_all(&store.order, &mut v)?;
     let sagas: Vec<(String, EntityRecord<SagaState>)> = scan_all(&store.saga, &mut v)?;
     let mut views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;

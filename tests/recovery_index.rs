@@ -575,18 +575,28 @@ async fn an_order_whose_view_event_was_dead_lettered_is_still_listed_by_customer
     // (its outbox delivered) is out of the recovery index.
     {
         let store = open_store(dir.path());
-        // The summary is a part of its own (see `persistence::parts`).
-        let view = store
+        // The summary is inline (few orders) or a part (see
+        // `persistence::parts`): remove it from both.
+        let mut view = store
             .view
             .load::<CustomerHistory>(&cid)
             .expect("view record");
-        assert!(view.state.expect("view state").orders.is_empty());
-        assert!(store
+        let lost = durasaga::domain::OrderId::parse(&ids[1]).expect("order id");
+        let inline = view
+            .state
+            .as_mut()
+            .expect("view state")
+            .orders
+            .remove(&lost)
+            .is_some();
+        store.view.save(&cid, &view).expect("save view");
+        let part = store
             .view
             .parts
             .remove(keys::part(&cid, &ids[1]))
             .expect("remove part")
-            .is_some());
+            .is_some();
+        assert!(inline || part, "the view knew the order");
         let history = durasaga::actors::logic::load_history(&store.view, &cid)
             .expect("history")
             .and_then(|r| r.state)
@@ -646,13 +656,14 @@ async fn an_order_whose_view_event_was_dead_lettered_is_still_listed_by_customer
 }
 
 /// A view written before order summaries became parts (`fill` writes that
-/// inline form) reads the same, and the first event the view handles for the
-/// customer moves every summary out of the record into parts.
+/// inline form) reads the same, and the first event the view handles for a
+/// customer with more than `INLINE_PIECES` orders moves every summary out of
+/// the record into parts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
     use durasaga::domain::{CustomerId, Money};
     let dir = tempfile::tempdir().expect("temp dir");
-    fill(dir.path(), 20, 0);
+    fill(dir.path(), 200, 0);
     let cid = "c0000000001";
     {
         let store = open_store(dir.path());
@@ -662,7 +673,7 @@ async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
             .expect("view")
             .state
             .expect("state");
-        assert_eq!(inline.orders.len(), 4, "fill writes the inline form");
+        assert_eq!(inline.orders.len(), 40, "fill writes the inline form");
         assert!(store.view.parts_of(cid).expect("parts").is_empty());
         store.close().expect("close");
     }
@@ -672,7 +683,7 @@ async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
         .await
         .expect("view")
         .expect("known customer");
-    assert_eq!(before.orders.len(), 4);
+    assert_eq!(before.orders.len(), 40);
     let order = rt
         .create_order(
             CustomerId::parse(cid).unwrap(),
@@ -681,7 +692,7 @@ async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
         )
         .await
         .expect("order");
-    assert_eq!(settle(&rt).await, 21);
+    assert_eq!(settle(&rt).await, 201);
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
         let v = rt
@@ -698,7 +709,7 @@ async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
         assert!(Instant::now() < deadline, "the view never settled: {v:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert_eq!(after.orders.len(), 5);
+    assert_eq!(after.orders.len(), 41);
     for (id, summary) in &before.orders {
         assert_eq!(after.orders.get(id), Some(summary), "order {id} changed");
     }
@@ -709,10 +720,74 @@ async fn an_inline_order_history_moves_into_parts_at_its_next_event() {
         .view
         .load::<durasaga::domain::CustomerHistory>(cid)
         .expect("view");
-    assert!(
-        rec.state.expect("state").orders.is_empty(),
+    // The order's first event (41 summaries, over the inline limit) moved
+    // them all out; its second one is inline again.
+    let inline: Vec<_> = rec.state.expect("state").orders.into_keys().collect();
+    assert_eq!(
+        inline,
+        vec![order.order.id.clone()],
         "the summaries left the record"
     );
-    assert_eq!(store.view.parts_of(cid).expect("parts").len(), 5);
+    assert_eq!(store.view.parts_of(cid).expect("parts").len(), 41);
+    store.close().expect("close");
+}
+
+/// A customer's credit decisions move into parts once its record holds more
+/// than `INLINE_PIECES`. A customer written before parts existed (`fill`
+/// writes that inline form) with 40 has them all moved out by its next
+/// commit; `check` (which merges both) still finds every decision, and the
+/// next commit keeps the record small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_inline_decisions_move_into_parts_at_its_next_commit() {
+    use durasaga::domain::{Customer, CustomerId, Money};
+    let dir = tempfile::tempdir().expect("temp dir");
+    fill(dir.path(), 200, 0);
+    let cid = "c0000000002";
+    let inline = |store: &Store| {
+        store
+            .customer
+            .load::<Customer>(cid)
+            .expect("customer")
+            .state
+            .expect("state")
+            .reservations()
+            .count()
+    };
+    {
+        let store = open_store(dir.path());
+        assert_eq!(inline(&store), 40, "fill writes the inline form");
+        assert!(store.customer.parts_of(cid).expect("parts").is_empty());
+        store.close().expect("close");
+    }
+    let customer = CustomerId::parse(cid).unwrap();
+    let rt = start_on(dir.path()).await;
+    let before = rt.get_customer(cid).await.expect("get").expect("customer");
+    for n in 1..=2 {
+        rt.create_order(customer.clone(), Money::from_cents(100).unwrap(), None)
+            .await
+            .expect("order");
+        assert_eq!(settle(&rt).await, 200 + n);
+    }
+    let after = rt.get_customer(cid).await.expect("get").expect("customer");
+    assert_eq!(
+        after.available_credit(),
+        before
+            .available_credit()
+            .checked_sub(Money::from_cents(200).unwrap())
+            .unwrap()
+    );
+    stop_and_check(rt, dir.path()).await;
+
+    let store = open_store(dir.path());
+    assert_eq!(
+        store.customer.parts_of(cid).expect("parts").len(),
+        41,
+        "the first commit (41 decisions, over the inline limit) moved them out"
+    );
+    assert_eq!(
+        inline(&store),
+        1,
+        "the record keeps its last commit's decision"
+    );
     store.close().expect("close");
 }

@@ -138,6 +138,27 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn recovery_grace(&self) -> Millis {
         0
     }
+    /// Loads from storage what handling `env` needs besides the record
+    /// (pieces of the state kept apart, see `persistence::parts`).
+    fn prefetch(
+        &self,
+        _db: &ServiceDb,
+        _id: &str,
+        _state: &mut Option<Self::State>,
+        _env: &Envelope,
+    ) -> Result<(), crate::persistence::StoreError> {
+        Ok(())
+    }
+    /// Called right after a commit's record insert: may store pieces of the
+    /// state apart and drop them from memory (see `persistence::parts`).
+    fn after_save(
+        &self,
+        _db: &ServiceDb,
+        _id: &str,
+        _state: &mut Option<Self::State>,
+    ) -> Result<(), crate::persistence::StoreError> {
+        Ok(())
+    }
     /// Whether this kind of entity has list terms (see [`Self::list_terms`]).
     const LISTED: bool = false;
     /// The field values this state is listed under, for filtered lists (see
@@ -836,6 +857,9 @@ fn consume<L: Logic>(
                 env.kind
             );
         }
+        st.ctx
+            .logic
+            .prefetch(&st.ctx.db, &st.id, &mut rec.state, env)?;
         st.ctx.logic.on_envelope(cx, &st.id, &mut rec.state, env);
         rec.remember(env.id);
     }
@@ -907,6 +931,9 @@ async fn commit<L: Logic>(
         st.ctx.db.part_put_newer(&st.id, p)?;
     }
     let ticket = st.ctx.db.save(&st.id, rec)?;
+    st.ctx
+        .logic
+        .after_save(&st.ctx.db, &st.id, &mut rec.state)?;
     if terms != st.terms {
         let gone: Vec<ListTerm> = st
             .terms

@@ -86,6 +86,24 @@ impl Customer {
         self.reservations.iter()
     }
 
+    /// Puts a decision read from storage back into memory, unless one for the
+    /// order is already held (the record's own copy is the newer). The actor
+    /// loads the decision a message needs before `handle` (decisions are
+    /// stored apart from the customer: see `actors::logic::CustomerLogic`).
+    pub fn load_decision(&mut self, order: OrderId, r: Reservation) {
+        self.reservations.entry(order).or_insert(r);
+    }
+
+    /// How many decisions are held in memory.
+    pub fn decisions_held(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Takes every decision held in memory out (to be stored apart).
+    pub fn take_decisions(&mut self) -> BTreeMap<OrderId, Reservation> {
+        std::mem::take(&mut self.reservations)
+    }
+
     /// Forgets the decision taken for `order` without returning its credit.
     /// Only for the deliberately broken build of the crash-cycle harness
     /// (`DURASAGA_TEST_SKIP_DEDUP`): it makes a duplicate reserve count twice.

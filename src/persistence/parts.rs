@@ -1,13 +1,18 @@
-//! Versioned parts: pieces of an entity's state kept under their own keys,
-//! so that a commit rewrites the piece that changed, not a value that grows
-//! with every piece the entity ever had. Used by the order-history view: one
-//! part per order (its summary, versioned by the order's event count).
+//! Parts: pieces of an entity's state kept under their own keys, so that a
+//! commit rewrites the piece that changed, not a value that grows with every
+//! piece the entity ever had. Two disciplines keep them crash-safe:
 //!
-//! Invariant: a part is only ever replaced by a higher version
-//! ([`ServiceDb::part_put_newer`]), so writing one is idempotent and
-//! order-insensitive. That is what lets the view write its parts *before* its
-//! record, outside the record's single-key commit: if the process dies in
-//! between, the message is handled again and rewrites nothing.
+//! - *Versioned, written before the record* (the order-history view: one part
+//!   per order, its summary, versioned by the order's event count). A part is
+//!   only ever replaced by a higher version ([`ServiceDb::part_put_newer`]),
+//!   so writing one is idempotent: if the process dies between the parts and
+//!   the record, the message is handled again and rewrites nothing.
+//! - *Redone from the record, written after it* (a customer's credit
+//!   decisions, which must change together with its reserved total). The
+//!   record itself carries the pieces its commit changed, and the parts are
+//!   written after it ([`ServiceDb::part_put`]). Readers let the record's
+//!   copy win. sled recovers a prefix of its log, so once a later record
+//!   (without that copy) is durable, the part written before it is too.
 
 use super::keys;
 use super::store::{ServiceDb, StoreError};
@@ -48,6 +53,29 @@ impl ServiceDb {
         self.parts.insert(key, stored(p.version, &p.value))?;
         guard.finish();
         Ok(true)
+    }
+
+    /// Writes part `part` of `entity` (the redo discipline, see the module).
+    pub fn part_put(&self, entity: &str, part: &str, value: &[u8]) -> Result<(), StoreError> {
+        let guard = self.flusher.begin_write();
+        self.parts
+            .insert(keys::part(entity, part), stored(0, value))?;
+        guard.finish();
+        Ok(())
+    }
+
+    /// The value of part `part` of `entity`, if stored.
+    pub fn part_get(&self, entity: &str, part: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.parts.get(keys::part(entity, part))? {
+            None => Ok(None),
+            Some(v) => match split(&v) {
+                Some((_, value)) => Ok(Some(value.to_vec())),
+                None => Err(StoreError::Codec(super::CodecError::Decode(format!(
+                    "part {part} of {entity} is {} bytes, shorter than its version",
+                    v.len()
+                )))),
+            },
+        }
     }
 
     /// Every part of `entity`, in part-name order: `(name, version, value)`.
