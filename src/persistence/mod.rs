@@ -6,9 +6,8 @@
 //! A write is visible to readers as soon as sled's `insert` returns, but it is
 //! only *durable* once the service's [`Flusher`] reports its ticket flushed.
 //! Nothing may leave the process (an HTTP answer, a relay hand-off, a reply)
-//! before that. Every hot-path commit is a single-key insert (the view also
-//! writes the order summaries that changed, as versioned parts just before its
-//! record: see [`parts`]): sled's
+//! before that. Every hot-path commit is a single-key insert (records with
+//! many per-order pieces also write those apart, as [`parts`]): sled's
 //! transactions and batches serialise on a global lock (~5,000 writes/s here)
 //! while single-key inserts under a shared flush reach ~50,000/s.
 //!

@@ -1,8 +1,9 @@
 //! The value stored per entity: its state, its outbox, how far it has consumed
 //! its inbox and which envelopes it has seen — all in one value, so that
 //! handling a message is one single-key insert (atomic, and fast in sled).
-//! The order-history view keeps its per-order summaries apart, as versioned
-//! parts (see `parts`), so that its record does not grow with the orders.
+//! Customers and order-history views keep their per-order pieces apart, as
+//! parts, once they have more than a few (see `parts`), so that their records
+//! do not grow with the orders.
 //!
 //! Invariant: after a record is durable, its `outbox` holds every message the
 //! handled inputs produced that is not known to be delivered, and
