@@ -108,7 +108,12 @@ pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let mut customers: Vec<(String, EntityRecord<Customer>)> = scan_all(&store.customer, &mut v)?;
     for (id, rec) in &mut customers {
         if let Some(c) = rec.state.as_mut() {
-            crate::actors::logic::merge_decisions(&store.customer, id, c)?;
+            if let Err(e) = crate::actors::logic::merge_decisions(&store.customer, id, c) {
+                v.push(Violation {
+                    invariant: "every record decodes",
+                    detail: format!("customer {id}: a decision part: {e}"),
+                });
+            }
         }
     }
     let orders: Vec<(String, EntityRecord<OrderRecord>)> = scan_all(&store.order, &mut v)?;
@@ -116,7 +121,12 @@ pub fn check_store(store: &Store) -> Result<CheckReport, StoreError> {
     let mut views: Vec<(String, EntityRecord<CustomerHistory>)> = scan_all(&store.view, &mut v)?;
     for (id, rec) in &mut views {
         if let Some(h) = rec.state.as_mut() {
-            crate::actors::logic::merge_parts(&store.view, id, h)?;
+            if let Err(e) = crate::actors::logic::merge_parts(&store.view, id, h) {
+                v.push(Violation {
+                    invariant: "every record decodes",
+                    detail: format!("view of customer {id}: an order-summary part: {e}"),
+                });
+            }
         }
     }
 

@@ -81,7 +81,9 @@ impl Customer {
         self.reservations.get(order).copied()
     }
 
-    /// All decisions, in order id order.
+    /// The decisions held, in order id order: all of them in a customer built
+    /// in memory; for one loaded from storage, only those its record keeps
+    /// inline (the rest are parts: `actors::logic::merge_decisions` merges).
     pub fn reservations(&self) -> impl Iterator<Item = (&OrderId, &Reservation)> {
         self.reservations.iter()
     }

@@ -31,6 +31,9 @@ pub struct CustomerHistory {
     /// existed: orders for unknown customers are still recorded).
     pub name: Option<String>,
     pub credit_limit: Option<Money>,
+    /// The order summaries: all of them in a history built in memory; for one
+    /// loaded from storage, only those its record keeps inline (the rest are
+    /// parts: read through `actors::logic::load_history`).
     pub orders: BTreeMap<OrderId, OrderSummary>,
 }
 

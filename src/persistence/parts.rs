@@ -1,6 +1,9 @@
 //! Parts: pieces of an entity's state kept under their own keys, so that a
 //! commit rewrites the piece that changed, not a value that grows with every
-//! piece the entity ever had. Two disciplines keep them crash-safe:
+//! piece the entity ever had. Both disciplines below rest on sled recovering
+//! a prefix of its log (as the recovery and list indexes do): if a write is
+//! durable, so is every write made before it. Two disciplines keep parts
+//! crash-safe:
 //!
 //! - *Versioned, written before the record* (the order-history view: one part
 //!   per order, its summary, versioned by the order's event count). A part is
