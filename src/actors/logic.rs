@@ -46,15 +46,29 @@ fn credit_order(env: &Envelope) -> Option<&OrderId> {
 /// written before parts existed) win. For readers of whole customers
 /// (`check`).
 pub fn merge_decisions(db: &ServiceDb, id: &str, c: &mut Customer) -> Result<(), StoreError> {
-    for (name, _, value) in db.parts_of(id)? {
-        let order = OrderId::parse(&name).map_err(|e| {
-            StoreError::Codec(crate::persistence::CodecError::Decode(format!(
-                "decision part {name} of {id}: {e}"
-            )))
-        })?;
-        c.load_decision(order, crate::persistence::codec::decode(&value)?);
+    for (order, _, decision) in order_parts(db, id, "decision")? {
+        c.load_decision(order, decision);
     }
     Ok(())
+}
+
+/// The per-order parts of `entity`, decoded: `(order, version, value)`.
+fn order_parts<T: serde::de::DeserializeOwned>(
+    db: &ServiceDb,
+    entity: &str,
+    what: &str,
+) -> Result<Vec<(OrderId, u64, T)>, StoreError> {
+    db.parts_of(entity)?
+        .into_iter()
+        .map(|(name, version, value)| {
+            let order = OrderId::parse(&name).map_err(|e| {
+                StoreError::Codec(crate::persistence::CodecError::Decode(format!(
+                    "{what} part {name} of {entity}: {e}"
+                )))
+            })?;
+            Ok((order, version, crate::persistence::codec::decode(&value)?))
+        })
+        .collect()
 }
 
 /// A customer keeps its credit decisions inline up to [`INLINE_PIECES`], then
@@ -662,13 +676,9 @@ pub fn merge_parts(
     customer: &str,
     v: &mut CustomerHistory,
 ) -> Result<(), StoreError> {
-    for (name, version, value) in db.parts_of(customer)? {
-        let order_id = OrderId::parse(&name).map_err(|e| {
-            StoreError::Codec(crate::persistence::CodecError::Decode(format!(
-                "order-summary part {name} of {customer}: {e}"
-            )))
-        })?;
-        let summary: crate::domain::OrderSummary = crate::persistence::codec::decode(&value)?;
+    for (order_id, version, summary) in
+        order_parts::<crate::domain::OrderSummary>(db, customer, "order-summary")?
+    {
         if v.orders.get(&order_id).is_none_or(|o| o.seq < version) {
             v.orders.insert(order_id, summary);
         }
