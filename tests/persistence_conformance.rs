@@ -945,6 +945,113 @@ async fn group_commit_coalesces_concurrent_writers() {
     );
 }
 
+/// Waits (bounded) until `cond` holds.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn flush_turns_let_the_saga_lane_overtake_a_background_flush_at_most_three_times() {
+    let turns = FlushTurns::default();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = turns.take(Lane::Saga);
+    let mut threads = Vec::new();
+    // Queue, one after the other: the view, then five saga-lane flushes.
+    for (name, lane) in [
+        ("view", Lane::Background),
+        ("s1", Lane::Saga),
+        ("s2", Lane::Saga),
+        ("s3", Lane::Saga),
+        ("s4", Lane::Saga),
+        ("s5", Lane::Saga),
+    ] {
+        let queued = turns.queued();
+        let (mine, order) = (turns.clone(), order.clone());
+        threads.push(std::thread::spawn(move || {
+            let _turn = mine.take(lane);
+            order.lock().unwrap().push(name);
+        }));
+        wait_for(&format!("{name} to queue"), || turns.queued() == queued + 1);
+    }
+    assert!(
+        order.lock().unwrap().is_empty(),
+        "nobody flushes while a turn is held"
+    );
+    drop(held);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["s1", "s2", "s3", "view", "s4", "s5"],
+        "saga-lane flushes go first, but at most MAX_PASSED = {MAX_PASSED} of them in a row"
+    );
+    assert_eq!(turns.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_that_takes_turns_waits_for_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let turns = FlushTurns::default();
+    let db = ServiceDb::open_with_turns(
+        dir.path(),
+        "order",
+        Durability::Flush,
+        CACHE,
+        Some((turns.clone(), Lane::Saga)),
+    )
+    .unwrap();
+    let before = db
+        .flusher
+        .stats()
+        .flushes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let held = turns.take(Lane::Saga);
+    let t = db.save("e-1", &EntityRecord::<Counter>::default()).unwrap();
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move { db.durable(t).await }
+    });
+    let probe = turns.clone();
+    tokio::task::spawn_blocking(move || wait_for("the flusher to queue", || probe.queued() == 2))
+        .await
+        .unwrap();
+    assert!(
+        !waiting.is_finished(),
+        "the write was acknowledged before its flush had a turn"
+    );
+    drop(held);
+    waiting
+        .await
+        .unwrap()
+        .expect("durable once the turn is free");
+    let after = db
+        .flusher
+        .stats()
+        .flushes
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(after - before, 1, "one flush, after the turn");
+}
+
+#[test]
+fn the_store_makes_the_view_flush_in_the_background_lane_and_can_turn_turns_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Flush, CACHE).unwrap();
+    assert_eq!(store.order.flusher.lane(), Some(Lane::Saga));
+    assert_eq!(store.saga.flusher.lane(), Some(Lane::Saga));
+    assert_eq!(store.customer.flusher.lane(), Some(Lane::Saga));
+    assert_eq!(store.view.flusher.lane(), Some(Lane::Background));
+    drop(store);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Flush, CACHE, false).unwrap();
+    assert_eq!(store.order.flusher.lane(), None);
+    assert_eq!(store.view.flusher.lane(), None);
+}
+
 // -------------------------------------------------------- create, letters --
 
 #[tokio::test]

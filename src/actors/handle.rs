@@ -176,10 +176,11 @@ impl Runtime {
     pub async fn start(settings: Settings) -> Result<Arc<Self>, AppError> {
         let settings = Arc::new(settings);
         let st = &settings.storage;
-        let store = Store::open(
+        let store = Store::open_with(
             &st.data_dir,
             st.durability,
             st.cache_mb.saturating_mul(1 << 20),
+            st.flush_in_turn,
         )?;
         let endpoints: SharedEndpoints = Arc::new(RwLock::new(None));
         let watchers = Arc::new(Watchers::default());

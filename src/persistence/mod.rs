@@ -26,7 +26,7 @@ pub mod space;
 pub mod store;
 
 pub use codec::CodecError;
-pub use flusher::{Durability, Flusher, Ticket};
+pub use flusher::{Durability, FlushTurns, Flusher, Lane, Ticket, MAX_PASSED};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use inbox::InboxSpan;
 pub use lists::ListTerm;

@@ -6,7 +6,7 @@
 //! only through the relay (inbox appends).
 
 use super::codec::{self, CodecError};
-use super::flusher::{Durability, FlushError, Flusher, Ticket};
+use super::flusher::{Durability, FlushError, FlushTurns, Flusher, Lane, Ticket};
 use super::keys;
 use super::records::EntityRecord;
 use crate::domain::Service;
@@ -128,12 +128,24 @@ impl Completion {
 }
 
 impl ServiceDb {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir`, flushing on its own.
     pub fn open(
         dir: &Path,
         name: &'static str,
         mode: Durability,
         cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        Self::open_with_turns(dir, name, mode, cache_bytes, None)
+    }
+
+    /// Opens the database in `dir`; with `turns`, its flushes take turns with
+    /// the other databases that share them (see [`FlushTurns`]).
+    pub fn open_with_turns(
+        dir: &Path,
+        name: &'static str,
+        mode: Durability,
+        cache_bytes: u64,
+        turns: Option<(FlushTurns, Lane)>,
     ) -> Result<Self, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: dir.to_owned(),
@@ -147,8 +159,8 @@ impl ServiceDb {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_err(&e))?;
-        let flusher =
-            Flusher::start(db.clone(), dir.to_owned(), mode, name).map_err(|e| open_err(&e))?;
+        let flusher = Flusher::start(db.clone(), dir.to_owned(), mode, name, turns)
+            .map_err(|e| open_err(&e))?;
         let active = db.open_tree(keys::TREE_ACTIVE)?;
         let active_count = std::sync::Arc::new((active.len() as u64).into());
         Ok(Self {
@@ -345,18 +357,36 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens every service database under `dir`.
+    /// Opens every service database under `dir`; they take turns flushing.
     pub fn open(dir: &Path, mode: Durability, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, mode, cache_bytes, true)
+    }
+
+    /// Opens every service database under `dir`. With `flush_in_turn`
+    /// (`storage.flush_in_turn`), the four databases share one [`FlushTurns`]:
+    /// order, saga and customer in the saga lane, the view (on no saga's path)
+    /// in the background lane.
+    pub fn open_with(
+        dir: &Path,
+        mode: Durability,
+        cache_bytes: u64,
+        flush_in_turn: bool,
+    ) -> Result<Self, StoreError> {
         if mode == Durability::None {
             tracing::warn!("storage.durability = none: acknowledged writes are LOST on a crash; benchmarks only");
         }
         let per_db = (cache_bytes / 4).max(1 << 20);
+        let turns = flush_in_turn.then(FlushTurns::default);
+        let open = |name: &'static str, lane| {
+            let turns = turns.clone().map(|t| (t, lane));
+            ServiceDb::open_with_turns(&dir.join(name), name, mode, per_db, turns)
+        };
         Ok(Self {
             dir: dir.to_owned(),
-            customer: ServiceDb::open(&dir.join("customer"), "customer", mode, per_db)?,
-            order: ServiceDb::open(&dir.join("order"), "order", mode, per_db)?,
-            saga: ServiceDb::open(&dir.join("saga"), "saga", mode, per_db)?,
-            view: ServiceDb::open(&dir.join("view"), "view", mode, per_db)?,
+            customer: open("customer", Lane::Saga)?,
+            order: open("order", Lane::Saga)?,
+            saga: open("saga", Lane::Saga)?,
+            view: open("view", Lane::Background)?,
         })
     }
 
