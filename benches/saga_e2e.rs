@@ -55,8 +55,9 @@ fn bench(c: &mut Criterion) {
                                     let o =
                                         system.create_order(customer, total, None).await.unwrap();
                                     let id = o.order.id.to_string();
+                                    let known = Some(o.events.len());
                                     let done = system
-                                        .wait_order(&id, Duration::from_secs(30), |v| {
+                                        .wait_order(&id, Duration::from_secs(30), known, |v| {
                                             v.order.state.is_settled()
                                         })
                                         .await

@@ -48,7 +48,9 @@ pub async fn supervision(settings: Settings) -> anyhow::Result<()> {
     );
     let id = order.order.id.to_string();
     let done = rt
-        .wait_order(&id, Duration::from_secs(15), |v| v.order.state.is_settled())
+        .wait_order(&id, Duration::from_secs(15), None, |v| {
+            v.order.state.is_settled()
+        })
         .await?;
     let restarts = rt
         .customers

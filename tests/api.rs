@@ -1056,6 +1056,73 @@ async fn the_order_history_view_follows_orders_and_customers() {
     .await;
 }
 
+/// A long-poll that was told, by the notification of a durable commit, how
+/// many events the order had then, answers a record with that many events
+/// without the read barrier: under load that barrier waits for another flush
+/// of the order database. One without that knowledge still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flush() {
+    use durasaga::domain::OrderState;
+    use durasaga::persistence::Lane;
+    with_app(json!({}), |app| {
+        Box::pin(async move {
+            let cid = create_customer(app, "Known", "20.00").await;
+            let o = post_order(app, json!(cid), json!("5.00")).await;
+            assert_eq!(o["orderState"], "APPROVED", "{o}");
+            let oid = o["orderId"].as_str().unwrap().to_owned();
+            let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
+            let events = h["events"].as_array().expect("events").len();
+
+            // No flush can start while the turn is held, and with a write in
+            // progress every read barrier of the order database needs one.
+            let turns = app
+                .rt
+                .store
+                .turns
+                .clone()
+                .expect("flushes take turns by default");
+            let held = turns.take(Lane::Saga);
+            let write = app.rt.store.order.flusher.begin_write();
+
+            let known = tokio::time::timeout(
+                DEADLINE,
+                app.rt
+                    .wait_order(&oid, Duration::from_secs(5), Some(events), |v| {
+                        v.order.state.is_settled()
+                    }),
+            )
+            .await
+            .expect("answered without waiting for a flush")
+            .expect("wait_order")
+            .expect("order exists");
+            assert_eq!(known.order.state, OrderState::Approved);
+
+            let unknown = tokio::spawn({
+                let (rt, oid) = (app.rt.clone(), oid.clone());
+                async move { rt.get_order(&oid).await }
+            });
+            let deadline = Instant::now() + DEADLINE;
+            while turns.queued() < 2 {
+                assert!(Instant::now() < deadline, "no flusher queued for the turn");
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                !unknown.is_finished(),
+                "a read with no durable knowledge skipped the barrier"
+            );
+            write.finish();
+            drop(held);
+            let v = unknown
+                .await
+                .unwrap()
+                .expect("get_order")
+                .expect("order exists");
+            assert_eq!(v.order.state, OrderState::Approved);
+        })
+    })
+    .await;
+}
+
 // --------------------------------------------------------------- cancel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

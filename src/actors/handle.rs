@@ -531,34 +531,58 @@ impl Runtime {
 
     /// An order, if it exists.
     pub async fn get_order(&self, id: &str) -> Result<Option<OrderView>, AppError> {
+        self.get_order_known(id, None).await
+    }
+
+    /// An order, if it exists. `durable_events`: an event count the order is
+    /// known to have had at a durable commit; a record read with exactly that
+    /// many events shows that durable state (an order's view follows from its
+    /// append-only events), so it is answered without the read barrier.
+    async fn get_order_known(
+        &self,
+        id: &str,
+        durable_events: Option<usize>,
+    ) -> Result<Option<OrderView>, AppError> {
         let rec = self.store.order.get::<OrderRecord>(id)?;
-        self.store
-            .order
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        let events = rec
+            .as_ref()
+            .and_then(|r| r.state.as_ref())
+            .map(|o| o.events.len());
+        let known_durable = events.is_some() && events == durable_events;
+        if !known_durable {
+            self.store
+                .order
+                .flusher
+                .read_barrier()
+                .await
+                .map_err(StoreError::from)?;
+        }
         Ok(rec.and_then(|r| r.state).and_then(OrderView::from_record))
     }
 
     /// Waits (at most `wait`) until `done(order)` holds; returns the order as
-    /// it is then.
+    /// it is then. `durable_events` as for [`Runtime::get_order_known`]: the
+    /// event count of a view the caller already has and knows durable (e.g.
+    /// the answer of the command that created the order).
     pub async fn wait_order(
         &self,
         id: &str,
         wait: Duration,
+        durable_events: Option<usize>,
         done: impl Fn(&OrderView) -> bool,
     ) -> Result<Option<OrderView>, AppError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut known = durable_events;
         loop {
             let changed = self.watchers.subscribe(id);
-            let view = self.get_order(id).await?;
+            let view = self.get_order_known(id, known).await?;
             match &view {
                 Some(v) if !done(v) => {}
                 _ => return Ok(view),
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Ok(view);
+            match tokio::time::timeout_at(deadline, changed).await {
+                Err(_) => return Ok(view),
+                Ok(notified) => known = notified.ok(),
             }
         }
     }

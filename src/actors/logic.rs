@@ -439,8 +439,9 @@ impl Logic for OrderLogic {
         }
     }
 
-    fn after_commit(&self, id: &str, _state: &Option<OrderRecord>) {
-        self.watchers.notify(id);
+    fn after_commit(&self, id: &str, state: &Option<OrderRecord>) {
+        let events = state.as_ref().map_or(0, |r| r.events.len());
+        self.watchers.notify(id, events);
     }
 
     const LISTED: bool = true;

@@ -235,8 +235,10 @@ pub async fn create_order(rt: &Runtime, req: &Request) -> Result<Response, ApiEr
         .await?;
     if let Some(w) = wait {
         let id = view.order.id.to_string();
+        // The command answered once its commit was durable.
+        let durable = Some(view.events.len());
         if let Some(v) = rt
-            .wait_order(&id, w, |v| v.order.state.is_settled())
+            .wait_order(&id, w, durable, |v| v.order.state.is_settled())
             .await?
         {
             view = v;
@@ -276,7 +278,7 @@ pub async fn get_order(rt: &Runtime, req: &Request, id: &str) -> Result<Response
     let id = path_id(id, "order")?;
     let view = match prefer_wait(req, rt.settings.http.max_wait_seconds)? {
         Some(w) => {
-            rt.wait_order(&id, w, |v| v.order.state.is_settled())
+            rt.wait_order(&id, w, None, |v| v.order.state.is_settled())
                 .await?
         }
         None => rt.get_order(&id).await?,
@@ -331,8 +333,12 @@ pub async fn cancel_order(rt: &Runtime, req: &Request, id: &str) -> Result<Respo
     let oid = OrderId::parse(id).map_err(|_| not_found("order"))?;
     let mut view = rt.cancel_order(&oid).await?;
     if let Some(w) = wait {
+        // The command answered once its commit was durable.
+        let durable = Some(view.events.len());
         if let Some(v) = rt
-            .wait_order(oid.as_str(), w, |v| v.order.state == OrderState::Cancelled)
+            .wait_order(oid.as_str(), w, durable, |v| {
+                v.order.state == OrderState::Cancelled
+            })
             .await?
         {
             view = v;

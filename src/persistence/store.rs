@@ -350,6 +350,8 @@ impl ServiceDb {
 #[derive(Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    /// The turns the databases take to flush (`storage.flush_in_turn`).
+    pub turns: Option<FlushTurns>,
     pub customer: ServiceDb,
     pub order: ServiceDb,
     pub saga: ServiceDb,
@@ -381,12 +383,15 @@ impl Store {
             let turns = turns.clone().map(|t| (t, lane));
             ServiceDb::open_with_turns(&dir.join(name), name, mode, per_db, turns)
         };
+        let (customer, order) = (open("customer", Lane::Saga)?, open("order", Lane::Saga)?);
+        let (saga, view) = (open("saga", Lane::Saga)?, open("view", Lane::Background)?);
         Ok(Self {
             dir: dir.to_owned(),
-            customer: open("customer", Lane::Saga)?,
-            order: open("order", Lane::Saga)?,
-            saga: open("saga", Lane::Saga)?,
-            view: open("view", Lane::Background)?,
+            turns,
+            customer,
+            order,
+            saga,
+            view,
         })
     }
 
