@@ -32,6 +32,30 @@ pub fn customer_silent() -> bool {
     CUSTOMER_SILENT.load(SeqCst)
 }
 
+static FLUSH_PANIC_ARMED: AtomicBool = AtomicBool::new(false);
+static FLUSH_PANIC_DIR: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+/// The next group-commit flush of the database in `dir` panics (as a bug in
+/// sled would), once.
+pub fn arm_flush_panic(dir: &std::path::Path) {
+    *FLUSH_PANIC_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_owned());
+    FLUSH_PANIC_ARMED.store(true, SeqCst);
+}
+
+/// Consumes an armed flush panic for `dir`; true if the caller should panic now.
+pub fn take_flush_panic(dir: &std::path::Path) -> bool {
+    if !FLUSH_PANIC_ARMED.load(SeqCst) {
+        return false;
+    }
+    let mut armed = FLUSH_PANIC_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    if armed.as_deref() == Some(dir) {
+        *armed = None;
+        FLUSH_PANIC_ARMED.store(false, SeqCst);
+        return true;
+    }
+    false
+}
+
 /// Whether this fsync should fail (counts fsyncs when a failure is armed).
 pub fn fsync_should_fail() -> bool {
     let at = FSYNC_FAIL_AT.load(SeqCst);

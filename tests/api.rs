@@ -1056,14 +1056,35 @@ async fn the_order_history_view_follows_orders_and_customers() {
     .await;
 }
 
-/// A long-poll that was told, by the notification of a durable commit, how
-/// many events the order had then, answers a record with that many events
-/// without the read barrier: under load that barrier waits for another flush
-/// of the order database. One without that knowledge still waits.
+/// Waits until nothing is in flight and no flush is queued (bounded).
+async fn until_idle(app: &TestApp) {
+    let deadline = Instant::now() + DEADLINE;
+    let turns = app
+        .rt
+        .store
+        .turns
+        .clone()
+        .expect("flushes take turns by default");
+    // Orders and sagas leave the recovery index once everything they sent
+    // is durably handled (by the customers and the view too).
+    while app.rt.store.order.active_count() > 0
+        || app.rt.store.saga.active_count() > 0
+        || turns.queued() > 0
+    {
+        assert!(Instant::now() < deadline, "the app did not become idle");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A long-poll that knows how many events the order had at a durable commit
+/// answers a record with that many events without the read barrier (under
+/// load the barrier waits for another flush of the order database); a read
+/// without that knowledge still waits for the flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flush() {
     use durasaga::domain::OrderState;
     use durasaga::persistence::Lane;
+    use std::sync::atomic::Ordering::SeqCst;
     with_app(json!({}), |app| {
         Box::pin(async move {
             let cid = create_customer(app, "Known", "20.00").await;
@@ -1072,15 +1093,12 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
             let oid = o["orderId"].as_str().unwrap().to_owned();
             let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
             let events = h["events"].as_array().expect("events").len();
+            until_idle(app).await;
 
-            // No flush can start while the turn is held, and with a write in
-            // progress every read barrier of the order database needs one.
-            let turns = app
-                .rt
-                .store
-                .turns
-                .clone()
-                .expect("flushes take turns by default");
+            // No flush can start while the turn is held (taken at once: the
+            // app is idle), and with a write in progress every read barrier
+            // of the order database needs one.
+            let turns = app.rt.store.turns.clone().unwrap();
             let held = turns.take(Lane::Saga);
             let write = app.rt.store.order.flusher.begin_write();
 
@@ -1097,18 +1115,23 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
             .expect("order exists");
             assert_eq!(known.order.state, OrderState::Approved);
 
+            let stats = app.rt.store.order.flusher.stats();
+            let requests = stats.requests.load(SeqCst);
             let unknown = tokio::spawn({
                 let (rt, oid) = (app.rt.clone(), oid.clone());
                 async move { rt.get_order(&oid).await }
             });
             let deadline = Instant::now() + DEADLINE;
-            while turns.queued() < 2 {
-                assert!(Instant::now() < deadline, "no flusher queued for the turn");
+            while stats.requests.load(SeqCst) == requests {
+                assert!(
+                    Instant::now() < deadline,
+                    "the read never asked for a flush"
+                );
                 tokio::task::yield_now().await;
             }
             assert!(
                 !unknown.is_finished(),
-                "a read with no durable knowledge skipped the barrier"
+                "answered before the flush it waits for"
             );
             write.finish();
             drop(held);
@@ -1118,6 +1141,39 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
                 .expect("get_order")
                 .expect("order exists");
             assert_eq!(v.order.state, OrderState::Approved);
+        })
+    })
+    .await;
+}
+
+/// The notifications carry the durable event count: a cancel with
+/// `Prefer: wait` reads the order once before the CancelOrder saga ends and
+/// once after its notification, both without a read barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_reads_the_states_it_is_notified_of_without_a_barrier() {
+    with_app(json!({}), |app| {
+        Box::pin(async move {
+            let cid = create_customer(app, "Notified", "20.00").await;
+            let o = post_order(app, json!(cid), json!("5.00")).await;
+            assert_eq!(o["orderState"], "APPROVED", "{o}");
+            let oid = o["orderId"].as_str().unwrap().to_owned();
+            until_idle(app).await;
+            let before = app.rt.known_durable_reads();
+            let (s, _, c) = send(
+                app,
+                Method::POST,
+                &format!("/orders/{oid}/cancel"),
+                None,
+                &[("Prefer", "wait=10")],
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{c}");
+            assert_eq!(c["orderState"], "CANCELLED", "{c}");
+            let reads = app.rt.known_durable_reads() - before;
+            assert!(
+                reads >= 2,
+                "{reads} reads without a barrier, expected the first read and the notified one"
+            );
         })
     })
     .await;

@@ -1037,19 +1037,67 @@ async fn a_flusher_that_takes_turns_waits_for_its_turn() {
     assert_eq!(after - before, 1, "one flush, after the turn");
 }
 
-#[test]
-fn the_store_makes_the_view_flush_in_the_background_lane_and_can_turn_turns_off() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_four_databases_of_a_store_share_one_turn_and_can_be_told_not_to() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Durability::Flush, CACHE).unwrap();
     assert_eq!(store.order.flusher.lane(), Some(Lane::Saga));
     assert_eq!(store.saga.flusher.lane(), Some(Lane::Saga));
     assert_eq!(store.customer.flusher.lane(), Some(Lane::Saga));
     assert_eq!(store.view.flusher.lane(), Some(Lane::Background));
-    drop(store);
+    // (A blocking call on a test thread: nothing else holds the turn.)
+    let turns = store.turns.clone().expect("turns by default");
+    let held = turns.take(Lane::Saga);
+    let mut waits = Vec::new();
+    for db in [&store.customer, &store.order, &store.saga, &store.view] {
+        let t = db.save("e-1", &EntityRecord::<Counter>::default()).unwrap();
+        let db = db.clone();
+        waits.push(tokio::spawn(async move { db.durable(t).await }));
+    }
+    let probe = turns.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("all four flushers to queue", || probe.queued() == 5)
+    })
+    .await
+    .unwrap();
+    assert!(
+        waits.iter().all(|w| !w.is_finished()),
+        "a database flushed out of turn"
+    );
+    drop(held);
+    for w in waits {
+        w.await.unwrap().expect("durable once it had its turn");
+    }
+    close_and_wait(store);
+
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), Durability::Flush, CACHE, false).unwrap();
+    assert!(store.turns.is_none());
     assert_eq!(store.order.flusher.lane(), None);
     assert_eq!(store.view.flusher.lane(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_flush_fails_it_like_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path(), Durability::Flush);
+    durasaga::fault::arm_flush_panic(dir.path());
+    let t = db.save("e-1", &EntityRecord::<Counter>::default()).unwrap();
+    let err = db
+        .durable(t)
+        .await
+        .expect_err("a panicked flush acknowledges nothing");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    let failure = db
+        .flusher
+        .failure()
+        .expect("reported, so that the process stops");
+    assert!(failure.to_string().contains("panicked"), "{failure}");
+    let t = db.save("e-2", &EntityRecord::<Counter>::default()).unwrap();
+    assert!(
+        db.durable(t).await.is_err(),
+        "nothing is acknowledged after a failed flush"
+    );
 }
 
 // -------------------------------------------------------- create, letters --

@@ -69,7 +69,9 @@ impl From<ActorError> for AppError {
     }
 }
 
-/// An order as the API shows it.
+/// An order as the API shows it. Built only from an order record's id, saga
+/// id and events (see `OrderRecord`: the long-poll's skipped read barrier
+/// depends on it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderView {
     pub order: Order,
@@ -145,6 +147,9 @@ pub struct Runtime {
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub recovery: RecoveryReport,
     space: crate::persistence::SpaceGuard,
+    /// Order reads answered without a read barrier because they read a state
+    /// known durable (see [`Runtime::get_order_known`]).
+    known_durable_reads: std::sync::atomic::AtomicU64,
 }
 
 /// The shared context of one service: its database, its relay and the settings.
@@ -245,6 +250,7 @@ impl Runtime {
             background: std::sync::Mutex::new(Vec::new()),
             recovery: RecoveryReport::default(),
             space: crate::persistence::SpaceGuard::new(st_dir, min_free_mb.saturating_mul(1 << 20)),
+            known_durable_reads: Default::default(),
         };
         let (report, wakeups) = rt.recover()?;
         rt.recovery = report;
@@ -549,7 +555,9 @@ impl Runtime {
             .and_then(|r| r.state.as_ref())
             .map(|o| o.events.len());
         let known_durable = events.is_some() && events == durable_events;
-        if !known_durable {
+        if known_durable {
+            self.known_durable_reads.fetch_add(1, SeqCst);
+        } else {
             self.store
                 .order
                 .flusher
@@ -558,6 +566,11 @@ impl Runtime {
                 .map_err(StoreError::from)?;
         }
         Ok(rec.and_then(|r| r.state).and_then(OrderView::from_record))
+    }
+
+    /// How many order reads were answered without a read barrier.
+    pub fn known_durable_reads(&self) -> u64 {
+        self.known_durable_reads.load(SeqCst)
     }
 
     /// Waits (at most `wait`) until `done(order)` holds; returns the order as

@@ -11,8 +11,9 @@
 //! Never calls `flush_async` (it deadlocks with concurrent callers in 0.34.7).
 //!
 //! Flushers can take turns ([`FlushTurns`], `storage.flush_in_turn`, on by
-//! default): the four databases share one, so one of them flushes at a time
-//! and each flush waits for the one before it to end. A flush costs about the
+//! default): the four databases share one, so one of them makes a group-commit
+//! flush at a time and each waits for the one before it to end (the final
+//! flush at shutdown takes no turn). A flush costs about the
 //! same however many writes it covers (sled hands one log write to its I/O
 //! pool, whose `notify_all` wakes all seven of its threads, then
 //! `sync_file_range`s), so while one database flushes the others gather their
@@ -171,6 +172,8 @@ struct Waiter {
 /// Counters a metrics reader can sample.
 #[derive(Debug, Default)]
 pub struct FlushStats {
+    /// Waits handed to the flusher thread (counted before it sees them).
+    pub requests: AtomicU64,
     pub flushes: AtomicU64,
     pub waiters: AtomicU64,
     pub flush_micros: AtomicU64,
@@ -340,6 +343,7 @@ impl Flusher {
 
     async fn wait_for_flush(&self) -> Result<(), FlushError> {
         let (reply, rx) = oneshot::channel();
+        self.inner.counters.stats.requests.fetch_add(1, SeqCst);
         {
             let guard = self
                 .inner
@@ -391,7 +395,12 @@ fn run(
         let earlier = inner.failure.borrow().clone();
         let result = match earlier {
             Some(e) => Err(e),
-            None => flush_once(&db, &dir, inner.mode),
+            // A panic inside sled is a failed flush like any other, so the
+            // process stops instead of running on with a dead flusher.
+            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                flush_once(&db, &dir, inner.mode)
+            }))
+            .unwrap_or_else(|_| Err(FlushError("the flush panicked".into()))),
         };
         drop(turn);
         match &result {
@@ -424,6 +433,9 @@ fn run(
 }
 
 fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {
+    if crate::fault::take_flush_panic(dir) {
+        panic!("injected flush panic ({})", dir.display());
+    }
     match mode {
         Durability::None => Ok(()),
         Durability::Flush => db

@@ -71,6 +71,12 @@ impl<S> EntityRecord<S> {
 
 /// The Order service's state: the order's event log (the record; the order is
 /// its fold).
+///
+/// Everything an order shows (`OrderView`) follows from `id`, `saga_id` (set at
+/// creation) and `events` (only ever appended): a long-poll relies on that to
+/// know a record with as many events as a durable commit had is durable
+/// (`Runtime::get_order_known`). A field the view shows must change only
+/// together with a new event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRecord {
     pub id: OrderId,
