@@ -1179,6 +1179,41 @@ async fn a_long_poll_reads_the_states_it_is_notified_of_without_a_barrier() {
     .await;
 }
 
+/// The reservation of an `Idempotency-Key` needs no flush of its own: the
+/// command that creates the entity commits after it in the same database and
+/// is answered only once durable (sled recovers a prefix of its log), so a
+/// keyed create waits for one flush, like one without a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_create_waits_for_one_flush_and_its_replay_answers_the_same_entity() {
+    use std::sync::atomic::Ordering::SeqCst;
+    with_app(json!({}), |app| {
+        Box::pin(async move {
+            until_idle(app).await;
+            let stats = app.rt.store.customer.flusher.stats();
+            let before = stats.requests.load(SeqCst);
+            let body = json!({"name": "Keyed", "creditLimit": {"amount": "10.00"}});
+            let key = [("Idempotency-Key", "keyed-create-1")];
+            let (s, _, c) = send(app, Method::POST, "/customers", Some(body.clone()), &key).await;
+            assert_eq!(s, StatusCode::CREATED, "{c}");
+            let flushes_waited = stats.requests.load(SeqCst) - before;
+            assert_eq!(
+                flushes_waited, 1,
+                "a keyed create waits for the create's flush only"
+            );
+            let (s, _, again) = send(app, Method::POST, "/customers", Some(body), &key).await;
+            assert_eq!(s, StatusCode::CREATED, "{again}");
+            assert_eq!(
+                again["customerId"], c["customerId"],
+                "the replay answers the same customer"
+            );
+            let other = json!({"name": "Other", "creditLimit": {"amount": "10.00"}});
+            let (s, _, e) = send(app, Method::POST, "/customers", Some(other), &key).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        })
+    })
+    .await;
+}
+
 // --------------------------------------------------------------- cancel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

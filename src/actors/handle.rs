@@ -892,12 +892,18 @@ async fn entity_id_for(
         created_at: super::entity::now_millis(),
     };
     match db.idempotency_reserve(key, &rec)? {
-        Reservation::Reserved(ticket) => {
-            db.durable(ticket).await?;
-            Ok(rec.entity_id)
-        }
+        // No flush of its own: the command that creates the entity commits
+        // in this same database after it, and is answered only once durable;
+        // sled recovers a prefix of its log, so that flush covers the key too
+        // (and if it never comes, nothing was answered for the key).
+        Reservation::Reserved(_) => Ok(rec.entity_id),
         Reservation::Existing(old) if old.fingerprint == rec.fingerprint => Ok(old.entity_id),
-        Reservation::Existing(_) => Err(AppError::IdempotencyMismatch),
+        Reservation::Existing(_) => {
+            // The binding may be that of a request still in flight: show it
+            // only once durable.
+            db.flusher.read_barrier().await.map_err(StoreError::from)?;
+            Err(AppError::IdempotencyMismatch)
+        }
     }
 }
 
