@@ -54,10 +54,8 @@ fn bench(c: &mut Criterion) {
                                 tokio::spawn(async move {
                                     let o =
                                         system.create_order(customer, total, None).await.unwrap();
-                                    let id = o.order.id.to_string();
-                                    let known = Some(o.events.len());
                                     let done = system
-                                        .wait_order(&id, Duration::from_secs(30), known, |v| {
+                                        .wait_order_after(&o, Duration::from_secs(30), |v| {
                                             v.order.state.is_settled()
                                         })
                                         .await

@@ -34,6 +34,7 @@ pub struct StorageSettings {
     pub durability: Durability,
     pub cache_mb: u64,
     pub min_free_mb: u64,
+    /// The four databases flush one at a time (see `persistence::FlushTurns`).
     pub flush_in_turn: bool,
 }
 

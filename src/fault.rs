@@ -32,7 +32,9 @@ pub fn customer_silent() -> bool {
     CUSTOMER_SILENT.load(SeqCst)
 }
 
+/// Whether a flush panic is armed (checked without a lock on every flush).
 static FLUSH_PANIC_ARMED: AtomicBool = AtomicBool::new(false);
+/// The database directory whose next flush panics.
 static FLUSH_PANIC_DIR: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
 
 /// The next group-commit flush of the database in `dir` panics (as a bug in

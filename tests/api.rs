@@ -1056,9 +1056,17 @@ async fn the_order_history_view_follows_orders_and_customers() {
     .await;
 }
 
-/// Waits until nothing is in flight and no flush is queued (bounded).
-async fn until_idle(app: &TestApp) {
+/// Polls `cond` every 2 ms until it holds; fails after `DEADLINE`.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until nothing is in flight and no flush is queued.
+async fn until_idle(app: &TestApp) {
     let turns = app
         .rt
         .store
@@ -1067,13 +1075,12 @@ async fn until_idle(app: &TestApp) {
         .expect("flushes take turns by default");
     // Orders and sagas leave the recovery index once everything they sent
     // is durably handled (by the customers and the view too).
-    while app.rt.store.order.active_count() > 0
-        || app.rt.store.saga.active_count() > 0
-        || turns.queued() > 0
-    {
-        assert!(Instant::now() < deadline, "the app did not become idle");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_until("the app to be idle", || {
+        app.rt.store.order.active_count() == 0
+            && app.rt.store.saga.active_count() == 0
+            && turns.queued() == 0
+    })
+    .await;
 }
 
 /// A long-poll that knows how many events the order had at a durable commit
@@ -1095,9 +1102,9 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
             let events = h["events"].as_array().expect("events").len();
             until_idle(app).await;
 
-            // No flush can start while the turn is held (taken at once: the
-            // app is idle), and with a write in progress every read barrier
-            // of the order database needs one.
+            // No flush can start while the turn is held (a blocking call, but
+            // taken at once: the app is idle), and with a write in progress
+            // every read barrier of the order database needs one.
             let turns = app.rt.store.turns.clone().unwrap();
             let held = turns.take(Lane::Saga);
             let write = app.rt.store.order.flusher.begin_write();
@@ -1121,14 +1128,10 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
                 let (rt, oid) = (app.rt.clone(), oid.clone());
                 async move { rt.get_order(&oid).await }
             });
-            let deadline = Instant::now() + DEADLINE;
-            while stats.requests.load(SeqCst) == requests {
-                assert!(
-                    Instant::now() < deadline,
-                    "the read never asked for a flush"
-                );
-                tokio::task::yield_now().await;
-            }
+            wait_until("the read to ask for a flush", || {
+                stats.requests.load(SeqCst) > requests
+            })
+            .await;
             assert!(
                 !unknown.is_finished(),
                 "answered before the flush it waits for"
@@ -1146,33 +1149,53 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
     .await;
 }
 
-/// The notifications carry the durable event count: a cancel with
-/// `Prefer: wait` reads the order once before the CancelOrder saga ends and
-/// once after its notification, both without a read barrier.
+/// The notifications carry the durable event count: a long-poll that read
+/// the order once (without a barrier: it knew that state durable) reads the
+/// state its notification announces without a barrier too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_reads_the_states_it_is_notified_of_without_a_barrier() {
+    use durasaga::domain::OrderState;
     with_app(json!({}), |app| {
         Box::pin(async move {
             let cid = create_customer(app, "Notified", "20.00").await;
             let o = post_order(app, json!(cid), json!("5.00")).await;
             assert_eq!(o["orderState"], "APPROVED", "{o}");
             let oid = o["orderId"].as_str().unwrap().to_owned();
+            let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
+            let events = h["events"].as_array().expect("events").len();
             until_idle(app).await;
+
             let before = app.rt.known_durable_reads();
+            let poll = tokio::spawn({
+                let (rt, oid) = (app.rt.clone(), oid.clone());
+                async move {
+                    rt.wait_order(&oid, Duration::from_secs(20), Some(events), |v| {
+                        v.order.state == OrderState::Cancelled
+                    })
+                    .await
+                }
+            });
+            // Its first read, before the order changes, skipped the barrier.
+            wait_until("the first read", || app.rt.known_durable_reads() > before).await;
             let (s, _, c) = send(
                 app,
                 Method::POST,
                 &format!("/orders/{oid}/cancel"),
                 None,
-                &[("Prefer", "wait=10")],
+                &[],
             )
             .await;
             assert_eq!(s, StatusCode::OK, "{c}");
-            assert_eq!(c["orderState"], "CANCELLED", "{c}");
+            let v = poll
+                .await
+                .unwrap()
+                .expect("wait_order")
+                .expect("order exists");
+            assert_eq!(v.order.state, OrderState::Cancelled);
             let reads = app.rt.known_durable_reads() - before;
             assert!(
                 reads >= 2,
-                "{reads} reads without a barrier, expected the first read and the notified one"
+                "{reads} reads without a barrier: the notified one was not"
             );
         })
     })
@@ -1182,9 +1205,11 @@ async fn a_long_poll_reads_the_states_it_is_notified_of_without_a_barrier() {
 /// The reservation of an `Idempotency-Key` needs no flush of its own: the
 /// command that creates the entity commits after it in the same database and
 /// is answered only once durable (sled recovers a prefix of its log), so a
-/// keyed create waits for one flush, like one without a key.
+/// keyed create waits for one flush, like one without a key. A 422 for a key
+/// bound to another request is answered only once the binding is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_create_waits_for_one_flush_and_its_replay_answers_the_same_entity() {
+    use durasaga::persistence::Lane;
     use std::sync::atomic::Ordering::SeqCst;
     with_app(json!({}), |app| {
         Box::pin(async move {
@@ -1206,9 +1231,33 @@ async fn a_keyed_create_waits_for_one_flush_and_its_replay_answers_the_same_enti
                 again["customerId"], c["customerId"],
                 "the replay answers the same customer"
             );
+
+            // A mismatch waits for a flush: hold every flush back and keep a
+            // write in progress, so that its read barrier needs one.
+            until_idle(app).await;
+            let turns = app.rt.store.turns.clone().unwrap();
+            let held = turns.take(Lane::Saga);
+            let write = app.rt.store.customer.flusher.begin_write();
+            let requests = stats.requests.load(SeqCst);
             let other = json!({"name": "Other", "creditLimit": {"amount": "10.00"}});
-            let (s, _, e) = send(app, Method::POST, "/customers", Some(other), &key).await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+            let mismatch = tokio::spawn({
+                let (http, url) = (app.client.http.clone(), url(app, "/customers"));
+                async move {
+                    let r = http.post(url).json(&other).header(key[0].0, key[0].1);
+                    r.send().await.expect("request").status()
+                }
+            });
+            wait_until("the 422 to wait for a flush", || {
+                stats.requests.load(SeqCst) > requests
+            })
+            .await;
+            assert!(
+                !mismatch.is_finished(),
+                "422 answered before the binding was durable"
+            );
+            write.finish();
+            drop(held);
+            assert_eq!(mismatch.await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY);
         })
     })
     .await;

@@ -954,6 +954,8 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Turns go in arrival order within a lane; a waiting background flush is
+/// overtaken by at most MAX_PASSED saga-lane flushes.
 #[test]
 fn flush_turns_let_the_saga_lane_overtake_a_background_flush_at_most_three_times() {
     let turns = FlushTurns::default();
@@ -993,6 +995,7 @@ fn flush_turns_let_the_saga_lane_overtake_a_background_flush_at_most_three_times
     assert_eq!(turns.queued(), 0);
 }
 
+/// A write is not acknowledged while its flusher waits for the turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_that_takes_turns_waits_for_its_turn() {
     let dir = tempfile::tempdir().unwrap();
@@ -1037,6 +1040,8 @@ async fn a_flusher_that_takes_turns_waits_for_its_turn() {
     assert_eq!(after - before, 1, "one flush, after the turn");
 }
 
+/// `Store::open` puts all four flushers on one turn (the view in the
+/// background lane); `flush_in_turn = false` gives none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_databases_of_a_store_share_one_turn_and_can_be_told_not_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -1077,6 +1082,8 @@ async fn the_four_databases_of_a_store_share_one_turn_and_can_be_told_not_to() {
     assert_eq!(store.view.flusher.lane(), None);
 }
 
+/// A panic inside sled's flush is a failed flush: nothing is acknowledged,
+/// and the failure is reported so that the process stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_inside_a_flush_fails_it_like_an_io_error() {
     let dir = tempfile::tempdir().unwrap();

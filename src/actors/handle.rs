@@ -573,6 +573,19 @@ impl Runtime {
         self.known_durable_reads.load(SeqCst)
     }
 
+    /// [`Runtime::wait_order`] from the answer of a command on that order
+    /// (create, cancel): it came once the command's commit was durable.
+    pub async fn wait_order_after(
+        &self,
+        answer: &OrderView,
+        wait: Duration,
+        done: impl Fn(&OrderView) -> bool,
+    ) -> Result<Option<OrderView>, AppError> {
+        let id = answer.order.id.as_str();
+        self.wait_order(id, wait, Some(answer.events.len()), done)
+            .await
+    }
+
     /// Waits (at most `wait`) until `done(order)` holds; returns the order as
     /// it is then. `durable_events` as for [`Runtime::get_order_known`]: the
     /// event count of a view the caller already has and knows durable (e.g.

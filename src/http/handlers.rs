@@ -234,11 +234,8 @@ pub async fn create_order(rt: &Runtime, req: &Request) -> Result<Response, ApiEr
         .create_order(new.customer_id, new.total, key.as_deref())
         .await?;
     if let Some(w) = wait {
-        let id = view.order.id.to_string();
-        // The command answered once its commit was durable.
-        let durable = Some(view.events.len());
         if let Some(v) = rt
-            .wait_order(&id, w, durable, |v| v.order.state.is_settled())
+            .wait_order_after(&view, w, |v| v.order.state.is_settled())
             .await?
         {
             view = v;
@@ -333,12 +330,8 @@ pub async fn cancel_order(rt: &Runtime, req: &Request, id: &str) -> Result<Respo
     let oid = OrderId::parse(id).map_err(|_| not_found("order"))?;
     let mut view = rt.cancel_order(&oid).await?;
     if let Some(w) = wait {
-        // The command answered once its commit was durable.
-        let durable = Some(view.events.len());
         if let Some(v) = rt
-            .wait_order(oid.as_str(), w, durable, |v| {
-                v.order.state == OrderState::Cancelled
-            })
+            .wait_order_after(&view, w, |v| v.order.state == OrderState::Cancelled)
             .await?
         {
             view = v;

@@ -81,17 +81,23 @@ pub enum Lane {
 /// How many saga-lane flushes may overtake a waiting background flush.
 pub const MAX_PASSED: u32 = 3;
 
+/// The queue of [`FlushTurns`] and the condition its waiters sleep on.
 #[derive(Default)]
 struct TurnState {
     queue: Mutex<TurnQueue>,
     turn_changed: Condvar,
 }
 
+/// Who holds the turn and who waits for it.
 #[derive(Default)]
 struct TurnQueue {
+    /// Whether a flush holds the turn.
     busy: bool,
+    /// The ticket of the next caller.
     next_id: u64,
+    /// Tickets waiting in the saga lane, in arrival order.
     saga: std::collections::VecDeque<u64>,
+    /// Tickets waiting in the background lane, in arrival order.
     background: std::collections::VecDeque<u64>,
     /// Saga-lane turns granted while a background flush waited.
     passed: u32,
@@ -384,7 +390,12 @@ fn run(
     while let Ok(first) = rx.recv() {
         // Wait for the turn before gathering: writers that arrive meanwhile
         // join this flush.
-        let turn = turns.as_ref().map(|(t, lane)| t.take(*lane));
+        // (A database that failed flushes no more: it needs no turn.)
+        let failed = inner.failure.borrow().is_some();
+        let turn = turns
+            .as_ref()
+            .filter(|_| !failed)
+            .map(|(t, lane)| t.take(*lane));
         let mut batch = vec![first];
         while let Ok(w) = rx.try_recv() {
             batch.push(w);
@@ -395,12 +406,7 @@ fn run(
         let earlier = inner.failure.borrow().clone();
         let result = match earlier {
             Some(e) => Err(e),
-            // A panic inside sled is a failed flush like any other, so the
-            // process stops instead of running on with a dead flusher.
-            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                flush_once(&db, &dir, inner.mode)
-            }))
-            .unwrap_or_else(|_| Err(FlushError("the flush panicked".into()))),
+            None => flush_guarded(&db, &dir, inner.mode),
         };
         drop(turn);
         match &result {
@@ -428,8 +434,16 @@ fn run(
     }
     // Final flush when the flusher is dropped: nothing more is written after.
     if inner.failure.borrow().is_none() {
-        let _ = flush_once(&db, &dir, inner.mode);
+        let _ = flush_guarded(&db, &dir, inner.mode);
     }
+}
+
+/// [`flush_once`], with a panic inside sled turned into a failed flush like
+/// any other, so that the process stops instead of running on with a dead
+/// flusher.
+fn flush_guarded(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush_once(db, dir, mode)))
+        .unwrap_or_else(|_| Err(FlushError("the flush panicked".into())))
 }
 
 fn flush_once(db: &sled::Db, dir: &std::path::Path, mode: Durability) -> Result<(), FlushError> {

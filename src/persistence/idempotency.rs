@@ -1,6 +1,8 @@
-//! Idempotency keys: a client-chosen key bound, durably, to a fingerprint of
-//! the validated request and to the id of the entity it created. Rare path
-//! (one compare-and-swap per keyed request).
+//! Idempotency keys: a client-chosen key bound to a fingerprint of the
+//! validated request and to the id of the entity it created. Rare path (one
+//! compare-and-swap per keyed request). The binding is made durable by the
+//! flush of the create command that follows it in the same database (sled
+//! recovers a prefix of its log; RELIABILITY.md, "Idempotency keys").
 //!
 //! Invariant: the first request with a key decides the entity id; every later
 //! request with that key either names the same request (and gets the same
@@ -25,7 +27,8 @@ pub struct IdempotencyRecord {
 /// The outcome of reserving a key.
 #[derive(Debug)]
 pub enum Reservation {
-    /// The key is new and now bound to the given record (await the ticket).
+    /// The key is new and now bound to the given record. The ticket is that
+    /// of the binding; a later durable commit in the same database covers it.
     Reserved(Ticket),
     /// The key was bound before.
     Existing(IdempotencyRecord),
@@ -39,20 +42,23 @@ impl ServiceDb {
         rec: &IdempotencyRecord,
     ) -> Result<Reservation, StoreError> {
         let bytes = codec::encode(rec)?;
-        let guard = self.flusher.begin_write();
-        let swapped = self.idempotency.compare_and_swap(
-            key.as_bytes(),
-            None as Option<&[u8]>,
-            Some(bytes),
-        )?;
-        let ticket = guard.finish();
-        match swapped {
-            Ok(()) => Ok(Reservation::Reserved(ticket)),
-            Err(cas) => match cas.current {
-                Some(v) => Ok(Reservation::Existing(codec::decode(&v)?)),
-                // Removed between the attempt and now: treat as bound to us.
-                None => Ok(Reservation::Reserved(ticket)),
-            },
+        loop {
+            let guard = self.flusher.begin_write();
+            let swapped = self.idempotency.compare_and_swap(
+                key.as_bytes(),
+                None as Option<&[u8]>,
+                Some(bytes.clone()),
+            )?;
+            let ticket = guard.finish();
+            match swapped {
+                Ok(()) => return Ok(Reservation::Reserved(ticket)),
+                Err(cas) => match cas.current {
+                    Some(v) => return Ok(Reservation::Existing(codec::decode(&v)?)),
+                    // Purged between the attempt and now: nothing of ours is
+                    // written, so try again.
+                    None => continue,
+                },
+            }
         }
     }
 
