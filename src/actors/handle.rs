@@ -460,12 +460,7 @@ impl Runtime {
     /// A customer, if it exists.
     pub async fn get_customer(&self, id: &str) -> Result<Option<Customer>, AppError> {
         let rec = self.store.customer.get::<Customer>(id)?;
-        self.store
-            .customer
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.customer.read_barrier().await?;
         Ok(rec.and_then(|r| r.state))
     }
 
@@ -485,12 +480,7 @@ impl Runtime {
                 }
             }
         }
-        self.store
-            .customer
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.customer.read_barrier().await?;
         Ok(page(out, limit, |c| c.id.to_string()))
     }
 
@@ -558,12 +548,7 @@ impl Runtime {
         if known_durable {
             self.known_durable_reads.fetch_add(1, SeqCst);
         } else {
-            self.store
-                .order
-                .flusher
-                .read_barrier()
-                .await
-                .map_err(StoreError::from)?;
+            self.store.order.read_barrier().await?;
         }
         Ok(rec.and_then(|r| r.state).and_then(OrderView::from_record))
     }
@@ -632,12 +617,7 @@ impl Runtime {
                 Some(c) if db.active_index_complete() => {
                     match customer_order_ids(&self.store, c, after)? {
                         Some(ids) => {
-                            self.store
-                                .view
-                                .flusher
-                                .read_barrier()
-                                .await
-                                .map_err(StoreError::from)?;
+                            self.store.view.read_barrier().await?;
                             records_of(db, ids.into_iter().map(Ok))
                         }
                         None => listed(db, None, after),
@@ -664,12 +644,7 @@ impl Runtime {
                 break;
             }
         }
-        self.store
-            .order
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.order.read_barrier().await?;
         Ok(page(out, limit, |v| v.order.id.to_string()))
     }
 
@@ -696,12 +671,7 @@ impl Runtime {
     /// A saga's state and history.
     pub async fn get_saga(&self, id: &str) -> Result<Option<SagaState>, AppError> {
         let rec = self.store.saga.get::<SagaState>(id)?;
-        self.store
-            .saga
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.saga.read_barrier().await?;
         Ok(rec.and_then(|r| r.state))
     }
 
@@ -732,12 +702,7 @@ impl Runtime {
         customer_id: &str,
     ) -> Result<Option<CustomerHistory>, AppError> {
         let rec = super::logic::load_history(&self.store.view, customer_id)?;
-        self.store
-            .view
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.view.read_barrier().await?;
         Ok(rec.and_then(|r| r.state).filter(|v| v.name.is_some()))
     }
 
@@ -774,12 +739,7 @@ impl Runtime {
                 break;
             }
         }
-        self.store
-            .saga
-            .flusher
-            .read_barrier()
-            .await
-            .map_err(StoreError::from)?;
+        self.store.saga.read_barrier().await?;
         Ok(page(out, limit, |s| s.id.to_string()))
     }
 
@@ -914,7 +874,7 @@ async fn entity_id_for(
         Reservation::Existing(_) => {
             // The binding may be that of a request still in flight: show it
             // only once durable.
-            db.flusher.read_barrier().await.map_err(StoreError::from)?;
+            db.read_barrier().await?;
             Err(AppError::IdempotencyMismatch)
         }
     }

@@ -344,6 +344,12 @@ impl ServiceDb {
     pub async fn durable(&self, t: Ticket) -> Result<(), StoreError> {
         Ok(self.flusher.durable(t).await?)
     }
+
+    /// Waits until everything a reader of this database may have seen is
+    /// durable (see [`Flusher::read_barrier`]).
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        Ok(self.flusher.read_barrier().await?)
+    }
 }
 
 /// The four service databases.
