@@ -66,6 +66,9 @@ pub struct SagaSettings {
     /// Most orders in flight (not settled, or with messages not delivered
     /// yet); beyond it `POST /orders` answers 503.
     pub max_in_flight: u64,
+    /// After a restart with sagas in flight, their reply timers are held
+    /// while the backlog left by the crash drains, at most this long.
+    pub recovery_hold_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +207,7 @@ mod tests {
         assert_eq!(s.storage.durability, Durability::Flush);
         assert_eq!(s.mailbox.max_depth, 10_000);
         assert_eq!(s.saga.max_in_flight, 100_000);
+        assert_eq!(s.saga.recovery_hold_max_ms, 60_000);
         assert!(s.validate().is_ok());
     }
 

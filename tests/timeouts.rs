@@ -434,3 +434,94 @@ async fn after_a_restart_a_resent_message_gets_a_whole_reply_window() {
         timed_out_at - restarted_at
     );
 }
+
+/// Every saga of `rt`, once none is in flight any more: how many of them
+/// recorded a reply timeout, and how many ended other than APPROVED.
+async fn once_all_settled(rt: &durasaga::actors::Runtime, n: usize) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (mut all, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (page, next) = rt
+                .list_sagas(None, None, after.as_deref(), 1_000)
+                .await
+                .expect("list sagas");
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(all.len(), n, "every filled saga is listed");
+        if all.iter().all(|s| s.phase.is_terminal()) {
+            let timed_out = all
+                .iter()
+                .filter(|s| s.history.iter().any(|h| h.cause == "Timeout"))
+                .count();
+            let not_approved = all
+                .iter()
+                .filter(|s| s.phase != durasaga::domain::SagaPhase::Approved)
+                .count();
+            return (timed_out, not_approved);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} sagas still in flight",
+            all.iter().filter(|s| !s.phase.is_terminal()).count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A crash can leave more queued work than one reply window clears. While
+/// the services work through that backlog, recovery holds the saga timers
+/// (see `Runtime::hold_timers_while_backlog_drains`): no step times out on a
+/// message still waiting in the queue, so none is resent into it, and no
+/// order is rejected with CREDIT_CHECK_TIMEOUT for want of patience. With the
+/// hold limited to the one window (`recovery_hold_max_ms` = the reply
+/// timeout), the same backlog makes sagas time out: the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_left_by_a_crash_drains_without_reply_timeouts() {
+    use durasaga::actors::Runtime;
+    const IN_FLIGHT: usize = 1_500;
+    const REPLY_TIMEOUT_MS: u64 = 250;
+    let _one_app = common::exclusive().await;
+    // (sagas that timed out, sagas not APPROVED) per hold.
+    let mut outcomes = Vec::new();
+    for hold_max_ms in [60_000, REPLY_TIMEOUT_MS] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Sagas that had sent ReserveCredit when the process died, their
+        // reply deadlines long past; every customer has credit enough.
+        let then = durasaga::actors::entity::now_millis() - 60_000;
+        durasaga::scale::fill(dir.path(), 50, 0, IN_FLIGHT, then).expect("fill");
+        let settings = durasaga::config::Settings::defaults()
+            .with(json!({
+                "storage": {"data_dir": dir.path()},
+                "saga": {
+                    "reply_timeout_ms": REPLY_TIMEOUT_MS,
+                    "max_attempts": 2,
+                    "backoff_base_ms": 10,
+                    "backoff_max_ms": 20,
+                    "recovery_hold_max_ms": hold_max_ms,
+                },
+            }))
+            .expect("settings");
+        let rt = Runtime::start(settings).await.expect("start");
+        outcomes.push(once_all_settled(&rt, IN_FLIGHT).await);
+        rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+        drop(rt);
+        common::wait_unregistered().await;
+    }
+    eprintln!("(timed out, not approved) with a hold of 60 s and of one window: {outcomes:?}");
+    assert_eq!(
+        outcomes[0],
+        (0, 0),
+        "(timed out, not approved) while the backlog drained, held for 60 s at most; \
+         with a hold of one window: {:?}",
+        outcomes[1]
+    );
+    assert!(
+        outcomes[1].0 > 0,
+        "with one window of hold, a backlog of {IN_FLIGHT} sagas should outlast it: {outcomes:?}"
+    );
+}

@@ -232,6 +232,9 @@ pub struct ServiceCtx<L: Logic> {
     /// Envelopes handed over by the relays and not yet handled durably, per
     /// entity, in hand-over order (see `relay`).
     queue: Mutex<HashMap<String, VecDeque<Arc<Envelope>>>>,
+    /// Queued envelopes and inbox entries handled durably since start (see
+    /// [`Self::handled`]).
+    handled: AtomicU64,
     pub restarts: AtomicU64,
     /// Set when shutdown begins: no new actor is spawned after it.
     closed: AtomicBool,
@@ -258,6 +261,7 @@ impl<L: Logic> ServiceCtx<L> {
             }),
             depth: Mutex::new(HashMap::new()),
             queue: Mutex::new(HashMap::new()),
+            handled: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })
@@ -446,7 +450,9 @@ impl<L: Logic> ServiceCtx<L> {
     fn dequeue(&self, entity: &str, n: usize) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = q.get_mut(entity) {
-            d.drain(..n.min(d.len()));
+            let n = n.min(d.len());
+            d.drain(..n);
+            self.handled.fetch_add(n as u64, SeqCst);
             if d.is_empty() {
                 q.remove(entity);
             }
@@ -467,6 +473,7 @@ impl<L: Logic> ServiceCtx<L> {
     fn sub_depth(&self, entity: &str, n: u64) {
         let mut d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = d.get_mut(entity) {
+            self.handled.fetch_add(n.min(*v), SeqCst);
             *v = v.saturating_sub(n);
             if *v == 0 {
                 d.remove(entity);
@@ -488,6 +495,12 @@ impl<L: Logic> ServiceCtx<L> {
             .get(entity)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many queued envelopes and inbox entries this service has handled
+    /// durably since start: grows while it works through a backlog.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(SeqCst)
     }
 
     /// Sum of all pending messages known to this process.

@@ -263,6 +263,7 @@ impl Runtime {
             }
         }
         rt.spawn_idempotency_purge();
+        rt.hold_timers_while_backlog_drains();
         crate::fault::crash_point("after_recovery");
         rt.ready.store(true, SeqCst);
         tracing::info!(report = ?rt.recovery, "recovery done; ready");
@@ -288,6 +289,69 @@ impl Runtime {
         let wakeups = [cw, ow, sw, vw].into_iter().flatten().collect();
         r.millis = started.elapsed().as_millis();
         Ok((r, wakeups))
+    }
+
+    /// Recovery holds the saga timers for one reply window when it finds
+    /// sagas in flight (see `TimerWheel::hold_until`). A crash can leave a
+    /// backlog that takes several windows to work through (100,000 sagas
+    /// take ~20 s here); a step whose message still waits in that queue has
+    /// not been answered late, and timing it out would only resend it into
+    /// the same queue. So the hold is extended, one window at a time, while
+    /// the services sagas wait on keep working through the messages queued
+    /// for them ([`backlog_hold_continues`]), at most `saga.recovery_hold_max_ms`
+    /// after start. A receiver that stops making progress ends the hold at
+    /// the next look, and its sagas time out as usual.
+    fn hold_timers_while_backlog_drains(&self) {
+        let window = self.settings.saga.reply_timeout_ms as Millis;
+        let start = super::entity::now_millis();
+        let limit = start.saturating_add(self.settings.saga.recovery_hold_max_ms as Millis);
+        // No hold: no saga was in flight. (Compared with 0, not with now:
+        // the window began when the saga service resumed, maybe a while ago.)
+        if self.sagas.timers.held_until() == 0 || limit <= start.saturating_add(window) {
+            return;
+        }
+        let (customers, orders, sagas) = (
+            self.customers.clone(),
+            self.orders.clone(),
+            self.sagas.clone(),
+        );
+        // (handled, queued) over the services sagas wait on.
+        let backlog = move || {
+            (
+                customers.handled() + orders.handled() + sagas.handled(),
+                customers.total_depth() + orders.total_depth() + sagas.total_depth(),
+            )
+        };
+        let look_every = Duration::from_millis((window / 2).max(1) as u64);
+        let sagas = self.sagas.clone();
+        let task = tokio::spawn(async move {
+            let (mut before, _) = backlog();
+            loop {
+                tokio::time::sleep(look_every).await;
+                let (handled, queued) = backlog();
+                if !backlog_hold_continues(before, handled, queued) {
+                    tracing::info!(queued, "recovery's timer hold ends");
+                    return;
+                }
+                // Two windows ahead: the next look is due in half a window,
+                // and a busy runtime may run it late.
+                let until = super::entity::now_millis()
+                    .saturating_add(window.saturating_mul(2))
+                    .min(limit);
+                sagas.timers.hold_until(until);
+                if until >= limit {
+                    tracing::info!(
+                        queued,
+                        "recovery's timer hold ends at saga.recovery_hold_max_ms"
+                    );
+                    return;
+                }
+                before = handled;
+            }
+        });
+        if let Ok(mut b) = self.background.lock() {
+            b.push(task);
+        }
     }
 
     fn spawn_idempotency_purge(&self) {
@@ -1049,6 +1113,15 @@ fn page<T>(
     } else {
         (items, None)
     }
+}
+
+/// Whether recovery's timer hold goes on (see
+/// `Runtime::hold_timers_while_backlog_drains`): messages are still queued
+/// for the services sagas wait on (`queued`), and their receivers are working
+/// through them: they have handled more (`handled`) than at the last look
+/// (`handled_before`).
+pub fn backlog_hold_continues(handled_before: u64, handled: u64, queued: u64) -> bool {
+    queued > 0 && handled > handled_before
 }
 
 /// What resumes a service after [`recover_service`]: waking its entities with

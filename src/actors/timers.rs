@@ -7,7 +7,8 @@
 //! Timers are not durable here: deadlines are part of each saga's durable
 //! state, and start-up recovery re-arms them. When it finds sagas in flight,
 //! recovery also holds the saga service's timers until one reply window after
-//! it resumes them (see [`TimerWheel::hold_until`]): it resends every outbox,
+//! it resumes them (see [`TimerWheel::hold_until`]), longer while the backlog
+//! the crash left is being worked through: it resends every outbox,
 //! so a deadline that passed during the crash fires only if the resent message
 //! got no reply either. (A saga that was in backoff resends after the hold,
 //! up to one reply window later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when
@@ -18,7 +19,7 @@ use crate::domain::Millis;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,18 +29,19 @@ pub struct TimerWheel {
     tx: mpsc::UnboundedSender<(Millis, String)>,
     task: Mutex<Option<JoinHandle<()>>>,
     /// No timer fires before this (ms since the epoch; see [`Self::hold_until`]).
-    not_before: AtomicI64,
+    not_before: Arc<AtomicI64>,
 }
 
 impl TimerWheel {
     /// Starts the wheel of a service; it stops when the service is dropped.
     pub fn start<L: Logic>(ctx: Weak<ServiceCtx<L>>, sweep_every: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(ctx, rx, sweep_every));
+        let not_before = Arc::new(AtomicI64::new(0));
+        let task = tokio::spawn(run(ctx, rx, sweep_every, not_before.clone()));
         Self {
             tx,
             task: Mutex::new(Some(task)),
-            not_before: AtomicI64::new(0),
+            not_before,
         }
     }
 
@@ -61,8 +63,17 @@ impl TimerWheel {
     /// sent now, and a saga must not time out on a message whose receiver is
     /// still working through the backlog the crash left (a large backlog
     /// otherwise made every saga time out and retry at once).
+    ///
+    /// A hold may be extended while it lasts (see
+    /// `Runtime::hold_timers_while_backlog_drains`): timers armed before the
+    /// extension wait for its end too.
     pub fn hold_until(&self, t: Millis) {
         self.not_before.fetch_max(t, SeqCst);
+    }
+
+    /// When the current hold ends (ms since the epoch; in the past if none).
+    pub fn held_until(&self) -> Millis {
+        self.not_before.load(SeqCst)
     }
 }
 
@@ -70,6 +81,7 @@ async fn run<L: Logic>(
     ctx: Weak<ServiceCtx<L>>,
     mut rx: mpsc::UnboundedReceiver<(Millis, String)>,
     sweep_every: Duration,
+    not_before: Arc<AtomicI64>,
 ) {
     let mut heap: BinaryHeap<Reverse<(Millis, String)>> = BinaryHeap::new();
     // The first sweep one period from now, not at once: the task may run
@@ -101,6 +113,19 @@ async fn run<L: Logic>(
                 // without timers or passivation for its whole life.
                 let Some(ctx) = ctx.upgrade() else { continue };
                 let now = now_millis();
+                // A hold extended after these timers were armed: they wait
+                // for its end (pushed back, they sort after every due one).
+                let held = not_before.load(SeqCst);
+                if held > now {
+                    while let Some(Reverse((d, entity))) = heap.pop() {
+                        if d > now {
+                            heap.push(Reverse((d, entity)));
+                            break;
+                        }
+                        heap.push(Reverse((held, entity)));
+                    }
+                    continue;
+                }
                 while heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
                     if let Some(Reverse((_, entity))) = heap.pop() {
                         if let Err(e) = ctx.send(&entity, EntityMsg::Timer, true) {
