@@ -83,6 +83,8 @@ pub struct MailboxSettings {
     pub max_attempts: u32,
     pub max_depth: usize,
     pub batch: usize,
+    /// How long the order-history view lets messages gather before a commit.
+    pub view_linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,6 +210,7 @@ mod tests {
         assert_eq!(s.mailbox.max_depth, 10_000);
         assert_eq!(s.saga.max_in_flight, 100_000);
         assert_eq!(s.saga.recovery_hold_max_ms, 60_000);
+        assert_eq!(s.mailbox.view_linger_ms, 20);
         assert!(s.validate().is_ok());
     }
 

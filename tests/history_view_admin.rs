@@ -533,6 +533,75 @@ async fn order_history_view_shows_approved_and_rejected_orders() {
     .await;
 }
 
+/// The view lets messages gather for `mailbox.view_linger_ms` before it
+/// commits: orders placed within one linger of each other cost the view one
+/// commit, not one per message, and it still shows every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_commits_once_for_the_messages_of_one_linger() {
+    const ORDERS: usize = 10;
+    with_app(json!({"mailbox": {"view_linger_ms": 1000}}), |app| {
+        Box::pin(async move {
+            let c = &app.client;
+            let cid = create_customer(c, "Batched", "1000.00").await;
+            let view_commits = || {
+                app.rt
+                    .store
+                    .view
+                    .load::<durasaga::domain::CustomerHistory>(&cid)
+                    .expect("view record")
+                    .handled
+            };
+            // The registration, alone (nothing else is queued for it).
+            let deadline = Instant::now() + DEADLINE;
+            while view_commits() == 0 {
+                assert!(Instant::now() < deadline, "the view never saw the customer");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let before = view_commits();
+            // Each returns once its order is durable; its saga goes on.
+            let customer = durasaga::domain::CustomerId::parse(cid.clone()).expect("id");
+            for _ in 0..ORDERS {
+                app.rt
+                    .create_order(
+                        customer.clone(),
+                        durasaga::domain::Money::from_cents(100).expect("amount"),
+                        None,
+                    )
+                    .await
+                    .expect("order");
+            }
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let v = app.rt.order_history_view(&cid).await.expect("view");
+                let settled = v.as_ref().map_or(0, |v| {
+                    v.orders
+                        .values()
+                        .filter(|o| o.state == durasaga::domain::OrderState::Approved)
+                        .count()
+                });
+                if settled == ORDERS {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the view never showed {ORDERS} approved orders: {v:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // 2 messages per order (created, settled); the orders were all
+            // placed within one linger, so about one commit for the created
+            // ones and one or two for the settled ones.
+            let commits = view_commits() - before;
+            assert!(
+                commits <= 4,
+                "{commits} view commits for {} messages",
+                2 * ORDERS
+            );
+        })
+    })
+    .await;
+}
+
 // -------------------------------------------------------------- cancel
 
 /// Cancelling an APPROVED order releases its credit for later orders; orders

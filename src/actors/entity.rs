@@ -138,6 +138,11 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn recovery_grace(&self) -> Millis {
         0
     }
+    /// How long (ms) an entity lets queued messages gather before it
+    /// handles them in one commit; 0 for none (see `drain_inbox`).
+    fn linger_ms(&self, _settings: &Settings) -> u64 {
+        0
+    }
     /// Loads from storage what handling `env` needs besides the record
     /// (pieces of the state kept apart, see `persistence::parts`).
     fn prefetch(
@@ -761,6 +766,16 @@ fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
 /// Handles every pending message, a batch per commit: durable inbox entries
 /// first (redelivered dead letters, older data), then the queue.
 async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProcessingErr> {
+    // Let more messages gather so one commit covers them (the view's
+    // `mailbox.view_linger_ms`); they stay in their senders' outboxes
+    // meanwhile, so waiting changes nothing a crash could lose.
+    let linger = st.ctx.logic.linger_ms(&st.ctx.settings);
+    if linger > 0 && st.failures == 0 {
+        let queued = st.ctx.queue_len(&st.id) as usize;
+        if queued > 0 && queued < st.ctx.settings.mailbox.batch {
+            tokio::time::sleep(Duration::from_millis(linger)).await;
+        }
+    }
     loop {
         // After a failure, handle one message at a time so the poisoned one is known.
         let batch = if st.failures > 0 {

@@ -693,6 +693,10 @@ impl Logic for ViewLogic {
     type Reply = ();
     const SERVICE: Service = Service::View;
 
+    fn linger_ms(&self, settings: &crate::config::Settings) -> u64 {
+        settings.mailbox.view_linger_ms
+    }
+
     fn on_envelope(
         &self,
         cx: &mut Cx,
