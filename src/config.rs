@@ -167,6 +167,19 @@ impl Settings {
         if self.saga.reply_timeout_ms == 0 {
             return bad("saga.reply_timeout_ms must be positive");
         }
+        // Milliseconds are added to clock readings as i64: keep them far
+        // from overflowing (10^15 ms is about 31,000 years).
+        const MAX_MS: u64 = 1_000_000_000_000_000;
+        if self.saga.reply_timeout_ms > MAX_MS || self.saga.recovery_hold_max_ms > MAX_MS {
+            return bad(
+                "saga.reply_timeout_ms and saga.recovery_hold_max_ms must be at most 10^15",
+            );
+        }
+        // It delays every view update, and a view actor lingering past the
+        // shutdown's bound would commit after it.
+        if self.mailbox.view_linger_ms > 1_000 {
+            return bad("mailbox.view_linger_ms must be at most 1000");
+        }
         if self.mailbox.max_attempts == 0 || self.mailbox.batch == 0 || self.mailbox.max_depth == 0
         {
             return bad(
@@ -225,6 +238,12 @@ mod tests {
             .is_err());
         assert!(Settings::defaults()
             .with(serde_json::json!({"http": {"bind": "nope"}}))
+            .is_err());
+        assert!(Settings::defaults()
+            .with(serde_json::json!({"mailbox": {"view_linger_ms": 1001}}))
+            .is_err());
+        assert!(Settings::defaults()
+            .with(serde_json::json!({"saga": {"recovery_hold_max_ms": u64::MAX}}))
             .is_err());
     }
 

@@ -296,11 +296,12 @@ impl Runtime {
     /// backlog that takes several windows to work through (100,000 sagas
     /// take ~20 s here); a step whose message still waits in that queue has
     /// not been answered late, and timing it out would only resend it into
-    /// the same queue. So the hold is extended, one window at a time, while
-    /// the services sagas wait on keep working through the messages queued
-    /// for them ([`backlog_hold_continues`]), at most `saga.recovery_hold_max_ms`
-    /// after start. A receiver that stops making progress ends the hold at
-    /// the next look, and its sagas time out as usual.
+    /// the same queue. So every half window this looks at the services
+    /// sagas wait on and, while [`BacklogHold`] says the backlog is still
+    /// being worked through, moves the hold to two windows ahead, but never
+    /// past `saga.recovery_hold_max_ms` after start. Once it stops, the held
+    /// timers fire at the end of the last extension (at most two windows
+    /// later).
     fn hold_timers_while_backlog_drains(&self) {
         let window = self.settings.saga.reply_timeout_ms as Millis;
         let start = super::entity::now_millis();
@@ -315,29 +316,30 @@ impl Runtime {
             self.orders.clone(),
             self.sagas.clone(),
         );
-        // (handled, queued) over the services sagas wait on.
-        let backlog = move || {
-            (
-                customers.handled() + orders.handled() + sagas.handled(),
-                customers.total_depth() + orders.total_depth() + sagas.total_depth(),
-            )
+        // (handled, queued) of each service sagas wait on.
+        let look = move || {
+            [
+                (customers.handled(), customers.total_depth()),
+                (orders.handled(), orders.total_depth()),
+                (sagas.handled(), sagas.total_depth()),
+            ]
         };
         let look_every = Duration::from_millis((window / 2).max(1) as u64);
         let sagas = self.sagas.clone();
         let task = tokio::spawn(async move {
-            let (mut before, _) = backlog();
+            let mut hold = BacklogHold::new(window, &look());
             loop {
                 tokio::time::sleep(look_every).await;
-                let (handled, queued) = backlog();
-                if !backlog_hold_continues(before, handled, queued) {
+                let now = super::entity::now_millis();
+                let services = look();
+                let queued: u64 = services.iter().map(|(_, q)| q).sum();
+                if !hold.goes_on(now, &services) {
                     tracing::info!(queued, "recovery's timer hold ends");
                     return;
                 }
                 // Two windows ahead: the next look is due in half a window,
                 // and a busy runtime may run it late.
-                let until = super::entity::now_millis()
-                    .saturating_add(window.saturating_mul(2))
-                    .min(limit);
+                let until = now.saturating_add(window.saturating_mul(2)).min(limit);
                 sagas.timers.hold_until(until);
                 if until >= limit {
                     tracing::info!(
@@ -346,7 +348,6 @@ impl Runtime {
                     );
                     return;
                 }
-                before = handled;
             }
         });
         if let Ok(mut b) = self.background.lock() {
@@ -1115,13 +1116,49 @@ fn page<T>(
     }
 }
 
-/// Whether recovery's timer hold goes on (see
-/// `Runtime::hold_timers_while_backlog_drains`): messages are still queued
-/// for the services sagas wait on (`queued`), and their receivers are working
-/// through them: they have handled more (`handled`) than at the last look
-/// (`handled_before`).
-pub fn backlog_hold_continues(handled_before: u64, handled: u64, queued: u64) -> bool {
-    queued > 0 && handled > handled_before
+/// Whether recovery goes on holding the saga timers (see
+/// `Runtime::hold_timers_while_backlog_drains`), from what each service
+/// sagas wait on has handled and has queued at each look.
+///
+/// It goes on while messages are queued for some service, and it ends as
+/// soon as a service with messages queued has gone a whole reply window
+/// without handling one: a stalled receiver's sagas must time out as usual.
+/// (Under steady new load after the restart, queues never empty, so the hold
+/// lasts until `saga.recovery_hold_max_ms`; so does the wait of a saga whose
+/// receiver alone is stuck while the others progress.)
+pub struct BacklogHold {
+    window: Millis,
+    /// Per service: handled at the last look, and since which look it has
+    /// had messages queued without handling any (`None`: it has not).
+    progress: Vec<(u64, Option<Millis>)>,
+}
+
+impl BacklogHold {
+    /// `services`: (handled, queued) of each service at the start.
+    pub fn new(window: Millis, services: &[(u64, u64)]) -> Self {
+        Self {
+            window,
+            progress: services.iter().map(|&(h, _)| (h, None)).collect(),
+        }
+    }
+
+    /// A look at `now` with the services in the order given to [`Self::new`].
+    pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)]) -> bool {
+        let mut queued_somewhere = false;
+        for (i, &(handled, queued)) in services.iter().enumerate() {
+            let Some((last, stalled_since)) = self.progress.get_mut(i) else {
+                return false;
+            };
+            if handled > *last || queued == 0 {
+                *stalled_since = None;
+            } else if now.saturating_sub(*stalled_since.get_or_insert(now)) >= self.window {
+                return false;
+            }
+            *last = handled;
+            queued_somewhere |= queued > 0;
+        }
+        queued_somewhere
+    }
 }
 
 /// What resumes a service after [`recover_service`]: waking its entities with
@@ -1254,4 +1291,62 @@ fn recover_service<L: Logic>(
         Ok(())
     };
     Ok((wakeups, Box::new(resume)))
+}
+
+#[cfg(test)]
+mod backlog_hold_tests {
+    use super::BacklogHold;
+
+    const W: i64 = 1_000;
+
+    #[test]
+    fn it_goes_on_while_messages_are_queued_and_handled() {
+        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(30, 70), (10, 5), (20, 8)]));
+        assert!(h.goes_on(1_000, &[(60, 40), (25, 5), (50, 3)]));
+        assert!(h.goes_on(1_500, &[(100, 0), (40, 5), (70, 3)]));
+        // Every queue empty: the backlog is worked off.
+        assert!(!h.goes_on(2_000, &[(100, 0), (45, 0), (80, 0)]));
+    }
+
+    #[test]
+    fn a_service_stalled_for_a_whole_window_ends_it() {
+        // The customer service handles nothing: seen so at 500, it has
+        // stalled a whole window at 1,500.
+        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_000, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_499, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(!h.goes_on(1_500, &[(0, 100), (0, 0), (0, 0)]));
+
+        // A stalled order service ends it although the others progress.
+        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(20, 80), (0, 5), (10, 2)]));
+        assert!(h.goes_on(1_400, &[(40, 60), (0, 5), (20, 2)]));
+        assert!(!h.goes_on(1_500, &[(60, 40), (0, 5), (30, 2)]));
+
+        // Handling one message restarts the clock.
+        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_000, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_500, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(h.goes_on(2_499, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(!h.goes_on(2_500, &[(1, 99), (0, 0), (0, 0)]));
+    }
+
+    #[test]
+    fn an_idle_service_is_not_stalled() {
+        // Orders get their first messages long after the start.
+        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(20, 80), (0, 0), (0, 0)]));
+        assert!(h.goes_on(5_000, &[(90, 10), (0, 0), (0, 0)]));
+        assert!(h.goes_on(5_500, &[(95, 5), (0, 7), (0, 0)]));
+        assert!(h.goes_on(6_000, &[(99, 1), (7, 3), (0, 0)]));
+    }
+
+    #[test]
+    fn nothing_queued_means_no_hold() {
+        let mut h = BacklogHold::new(W, &[(7, 0), (3, 0), (9, 0)]);
+        assert!(!h.goes_on(500, &[(7, 0), (3, 0), (9, 0)]));
+    }
 }

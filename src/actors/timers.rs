@@ -10,8 +10,8 @@
 //! it resumes them (see [`TimerWheel::hold_until`]), longer while the backlog
 //! the crash left is being worked through: it resends every outbox,
 //! so a deadline that passed during the crash fires only if the resent message
-//! got no reply either. (A saga that was in backoff resends after the hold,
-//! up to one reply window later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when
+//! got no reply either. (A saga that was in backoff resends when the hold
+//! ends, later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when
 //! its current deadline has passed.
 
 use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
