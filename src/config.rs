@@ -175,10 +175,14 @@ impl Settings {
                 "saga.reply_timeout_ms and saga.recovery_hold_max_ms must be at most 10^15",
             );
         }
-        // It delays every view update, and a view actor lingering past the
-        // shutdown's bound would commit after it.
-        if self.mailbox.view_linger_ms > 1_000 {
-            return bad("mailbox.view_linger_ms must be at most 1000");
+        // It delays every view update, and a view actor lingering past its
+        // share of the shutdown (a third) would commit after it.
+        if self.mailbox.view_linger_ms > 1_000
+            || self.mailbox.view_linger_ms.saturating_mul(3) >= self.http.shutdown_timeout_ms
+        {
+            return bad(
+                "mailbox.view_linger_ms must be at most 1000 and under a third of http.shutdown_timeout_ms",
+            );
         }
         if self.mailbox.max_attempts == 0 || self.mailbox.batch == 0 || self.mailbox.max_depth == 0
         {
@@ -241,6 +245,10 @@ mod tests {
             .is_err());
         assert!(Settings::defaults()
             .with(serde_json::json!({"mailbox": {"view_linger_ms": 1001}}))
+            .is_err());
+        assert!(Settings::defaults()
+            .with(serde_json::json!({"mailbox": {"view_linger_ms": 100},
+                "http": {"shutdown_timeout_ms": 300}}))
             .is_err());
         assert!(Settings::defaults()
             .with(serde_json::json!({"saga": {"recovery_hold_max_ms": u64::MAX}}))

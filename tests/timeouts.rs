@@ -520,8 +520,12 @@ async fn a_backlog_left_by_a_crash_drains_without_reply_timeouts() {
          with a hold of one window: {:?}",
         outcomes[1]
     );
-    assert!(
-        outcomes[1].0 > 0,
-        "with one window of hold, a backlog of {IN_FLIGHT} sagas should outlast it: {outcomes:?}"
-    );
+    // The control needs a backlog slower than one window: true of a debug
+    // build here (~2 s for 1,500 sagas), not necessarily of a release one.
+    if cfg!(debug_assertions) {
+        assert!(
+            outcomes[1].0 > 0,
+            "with one window of hold, a backlog of {IN_FLIGHT} sagas should outlast it: {outcomes:?}"
+        );
+    }
 }

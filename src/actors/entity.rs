@@ -769,8 +769,9 @@ async fn drain_inbox<L: Logic>(st: &mut EntityState<L>) -> Result<(), ActorProce
     // Let more messages gather so one commit covers them (the view's
     // `mailbox.view_linger_ms`); they stay in their senders' outboxes
     // meanwhile, so waiting changes nothing a crash could lose.
+    // Not once shutdown has begun: each queued wake-up would linger again.
     let linger = st.ctx.logic.linger_ms(&st.ctx.settings);
-    if linger > 0 && st.failures == 0 {
+    if linger > 0 && st.failures == 0 && !st.ctx.closed.load(SeqCst) {
         let queued = st.ctx.queue_len(&st.id) as usize;
         if queued > 0 && queued < st.ctx.settings.mailbox.batch {
             tokio::time::sleep(Duration::from_millis(linger)).await;

@@ -301,7 +301,7 @@ impl Runtime {
     /// being worked through, moves the hold to two windows ahead, but never
     /// past `saga.recovery_hold_max_ms` after start. Once it stops, the held
     /// timers fire at the end of the last extension (at most two windows
-    /// later).
+    /// later). `durasaga_saga_timer_hold_seconds` shows what is left of it.
     fn hold_timers_while_backlog_drains(&self) {
         let window = self.settings.saga.reply_timeout_ms as Millis;
         let start = super::entity::now_millis();
@@ -325,9 +325,24 @@ impl Runtime {
             ]
         };
         let look_every = Duration::from_millis((window / 2).max(1) as u64);
+        let services = look();
+        let queued: u64 = services.iter().map(|(_, q)| q).sum();
+        if queued == 0 {
+            return;
+        }
+        // The first extension at once: the window recovery gave may be
+        // half over already, and a busy start-up may run the first look late.
+        let until = start.saturating_add(window.saturating_mul(2)).min(limit);
+        self.sagas.timers.hold_until(until);
+        tracing::info!(
+            queued,
+            until,
+            limit,
+            "recovery holds the saga timers while the queued messages are handled"
+        );
         let sagas = self.sagas.clone();
         let task = tokio::spawn(async move {
-            let mut hold = BacklogHold::new(window, &look());
+            let mut hold = BacklogHold::new(start, window, &services);
             loop {
                 tokio::time::sleep(look_every).await;
                 let now = super::entity::now_millis();
@@ -344,6 +359,7 @@ impl Runtime {
                 if until >= limit {
                     tracing::info!(
                         queued,
+                        until,
                         "recovery's timer hold ends at saga.recovery_hold_max_ms"
                     );
                     return;
@@ -385,6 +401,13 @@ impl Runtime {
         if let Ok(mut b) = self.background.lock() {
             b.push(task);
         }
+    }
+
+    /// How long the saga timers are still held after a restart (see
+    /// `hold_timers_while_backlog_drains`); 0 when they are not.
+    pub fn saga_timer_hold_seconds(&self) -> f64 {
+        let left = self.sagas.timers.held_until() - super::entity::now_millis();
+        left.max(0) as f64 / 1_000.0
     }
 
     /// True once recovery is done (and until shutdown starts).
@@ -1120,30 +1143,37 @@ fn page<T>(
 /// `Runtime::hold_timers_while_backlog_drains`), from what each service
 /// sagas wait on has handled and has queued at each look.
 ///
-/// It goes on while messages are queued for some service, and it ends as
-/// soon as a service with messages queued has gone a whole reply window
-/// without handling one: a stalled receiver's sagas must time out as usual.
+/// It goes on while messages are queued for some service, and it ends at
+/// the first look that finds a service with messages queued that has handled
+/// none for a whole reply window (counted from the last look that saw it
+/// handle some or have none queued): a stalled receiver's sagas must time out
+/// as usual.
 /// (Under steady new load after the restart, queues never empty, so the hold
 /// lasts until `saga.recovery_hold_max_ms`; so does the wait of a saga whose
 /// receiver alone is stuck while the others progress.)
 pub struct BacklogHold {
     window: Millis,
-    /// Per service: handled at the last look, and since which look it has
-    /// had messages queued without handling any (`None`: it has not).
+    /// When the previous look was (the start, at first).
+    last_look: Millis,
+    /// Per service: handled at the previous look, and since when it has had
+    /// messages queued without handling any (`None`: it has not): from the
+    /// last look that saw it handle some or have none queued.
     progress: Vec<(u64, Option<Millis>)>,
 }
 
 impl BacklogHold {
-    /// `services`: (handled, queued) of each service at the start.
-    pub fn new(window: Millis, services: &[(u64, u64)]) -> Self {
+    /// `services`: (handled, queued) of each service at `now`, the start.
+    pub fn new(now: Millis, window: Millis, services: &[(u64, u64)]) -> Self {
         Self {
             window,
+            last_look: now,
             progress: services.iter().map(|&(h, _)| (h, None)).collect(),
         }
     }
 
     /// A look at `now` with the services in the order given to [`Self::new`].
     pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)]) -> bool {
+        let since = std::mem::replace(&mut self.last_look, now);
         let mut queued_somewhere = false;
         for (i, &(handled, queued)) in services.iter().enumerate() {
             let Some((last, stalled_since)) = self.progress.get_mut(i) else {
@@ -1151,7 +1181,7 @@ impl BacklogHold {
             };
             if handled > *last || queued == 0 {
                 *stalled_since = None;
-            } else if now.saturating_sub(*stalled_since.get_or_insert(now)) >= self.window {
+            } else if now.saturating_sub(*stalled_since.get_or_insert(since)) >= self.window {
                 return false;
             }
             *last = handled;
@@ -1301,7 +1331,7 @@ mod backlog_hold_tests {
 
     #[test]
     fn it_goes_on_while_messages_are_queued_and_handled() {
-        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
         assert!(h.goes_on(500, &[(30, 70), (10, 5), (20, 8)]));
         assert!(h.goes_on(1_000, &[(60, 40), (25, 5), (50, 3)]));
         assert!(h.goes_on(1_500, &[(100, 0), (40, 5), (70, 3)]));
@@ -1311,33 +1341,34 @@ mod backlog_hold_tests {
 
     #[test]
     fn a_service_stalled_for_a_whole_window_ends_it() {
-        // The customer service handles nothing: seen so at 500, it has
-        // stalled a whole window at 1,500.
-        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        // The customer service handles nothing from the start on: a whole
+        // window at 1,000.
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
         assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_000, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_499, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(!h.goes_on(1_500, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(h.goes_on(999, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(!h.goes_on(1_000, &[(0, 100), (0, 0), (0, 0)]));
 
-        // A stalled order service ends it although the others progress.
-        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        // A stalled order service ends it although the others progress: its
+        // messages were queued at some time after the start (seen at 500,
+        // not before), so it has stalled a whole window at 1,000.
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
         assert!(h.goes_on(500, &[(20, 80), (0, 5), (10, 2)]));
-        assert!(h.goes_on(1_400, &[(40, 60), (0, 5), (20, 2)]));
-        assert!(!h.goes_on(1_500, &[(60, 40), (0, 5), (30, 2)]));
+        assert!(h.goes_on(900, &[(40, 60), (0, 5), (20, 2)]));
+        assert!(!h.goes_on(1_000, &[(60, 40), (0, 5), (30, 2)]));
 
-        // Handling one message restarts the clock.
-        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        // Handling one message restarts the clock from that look.
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
         assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_000, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_000 - 1, &[(1, 99), (0, 0), (0, 0)]));
         assert!(h.goes_on(1_500, &[(1, 99), (0, 0), (0, 0)]));
-        assert!(h.goes_on(2_499, &[(1, 99), (0, 0), (0, 0)]));
-        assert!(!h.goes_on(2_500, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(h.goes_on(1_998, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(!h.goes_on(1_999, &[(1, 99), (0, 0), (0, 0)]));
     }
 
     #[test]
     fn an_idle_service_is_not_stalled() {
         // Orders get their first messages long after the start.
-        let mut h = BacklogHold::new(W, &[(0, 100), (0, 0), (0, 0)]);
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
         assert!(h.goes_on(500, &[(20, 80), (0, 0), (0, 0)]));
         assert!(h.goes_on(5_000, &[(90, 10), (0, 0), (0, 0)]));
         assert!(h.goes_on(5_500, &[(95, 5), (0, 7), (0, 0)]));
@@ -1346,7 +1377,7 @@ mod backlog_hold_tests {
 
     #[test]
     fn nothing_queued_means_no_hold() {
-        let mut h = BacklogHold::new(W, &[(7, 0), (3, 0), (9, 0)]);
+        let mut h = BacklogHold::new(0, W, &[(7, 0), (3, 0), (9, 0)]);
         assert!(!h.goes_on(500, &[(7, 0), (3, 0), (9, 0)]));
     }
 }

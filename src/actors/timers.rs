@@ -7,8 +7,9 @@
 //! Timers are not durable here: deadlines are part of each saga's durable
 //! state, and start-up recovery re-arms them. When it finds sagas in flight,
 //! recovery also holds the saga service's timers until one reply window after
-//! it resumes them (see [`TimerWheel::hold_until`]), longer while the backlog
-//! the crash left is being worked through: it resends every outbox,
+//! it resumes them (see [`TimerWheel::hold_until`]), longer while messages
+//! queued for the services are being handled
+//! (`Runtime::hold_timers_while_backlog_drains`): it resends every outbox,
 //! so a deadline that passed during the crash fires only if the resent message
 //! got no reply either. (A saga that was in backoff resends when the hold
 //! ends, later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when

@@ -31,7 +31,8 @@ pub struct EntityRecord<S> {
     pub outbox: Vec<Envelope>,
     /// Ids of recently handled envelopes, oldest first.
     pub seen: VecDeque<u128>,
-    /// Messages handled since creation, for metrics and tests.
+    /// Commits since creation (each handles one message or a batch), for
+    /// metrics and tests.
     pub handled: u64,
 }
 
