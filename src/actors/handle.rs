@@ -471,7 +471,33 @@ impl Runtime {
             let _ = t.await;
         }
         if let Some(j) = self.take_root_join() {
-            let _ = tokio::time::timeout(per, j).await;
+            if tokio::time::timeout(per, j).await.is_err() {
+                tracing::warn!(timeout = ?per, "the supervision tree did not stop in time");
+            }
+        }
+        // Anything still running that holds a service (an actor finishing its
+        // last message, a supervisor on its way out) holds its database: wait
+        // (bounded) until only this runtime does, so that the data directory
+        // can be opened again as soon as shutdown returns.
+        let deadline = Instant::now() + per;
+        loop {
+            let held = [
+                Arc::strong_count(&self.customers),
+                Arc::strong_count(&self.orders),
+                Arc::strong_count(&self.sagas),
+                Arc::strong_count(&self.views),
+            ];
+            if held.iter().all(|&n| n == 1) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    ?held,
+                    "services still referenced after shutdown (customer, order, saga, view)"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.store.close()?;
         Ok(())
