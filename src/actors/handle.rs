@@ -324,15 +324,19 @@ impl Runtime {
                 (sagas.handled(), sagas.total_depth()),
             ]
         };
+        let queued_in = |services: &[(u64, u64)]| services.iter().map(|(_, q)| q).sum::<u64>();
+        // Each extension reaches two windows ahead: the next look is due in
+        // half a window, and a busy runtime may run it late.
+        let ahead = move |now: Millis| now.saturating_add(window.saturating_mul(2)).min(limit);
         let look_every = Duration::from_millis((window / 2).max(1) as u64);
         let services = look();
-        let queued: u64 = services.iter().map(|(_, q)| q).sum();
+        let queued = queued_in(&services);
         if queued == 0 {
             return;
         }
         // The first extension at once: the window recovery gave may be
         // half over already, and a busy start-up may run the first look late.
-        let until = start.saturating_add(window.saturating_mul(2)).min(limit);
+        let until = ahead(start);
         self.sagas.timers.hold_until(until);
         tracing::info!(
             queued,
@@ -347,14 +351,12 @@ impl Runtime {
                 tokio::time::sleep(look_every).await;
                 let now = super::entity::now_millis();
                 let services = look();
-                let queued: u64 = services.iter().map(|(_, q)| q).sum();
+                let queued = queued_in(&services);
                 if !hold.goes_on(now, &services) {
                     tracing::info!(queued, "recovery's timer hold ends");
                     return;
                 }
-                // Two windows ahead: the next look is due in half a window,
-                // and a busy runtime may run it late.
-                let until = now.saturating_add(window.saturating_mul(2)).min(limit);
+                let until = ahead(now);
                 sagas.timers.hold_until(until);
                 if until >= limit {
                     tracing::info!(
