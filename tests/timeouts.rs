@@ -529,3 +529,77 @@ async fn a_backlog_left_by_a_crash_drains_without_reply_timeouts() {
         );
     }
 }
+
+/// Recovery holds the timers of the sagas it found in flight, not those of
+/// sagas started after the restart: a new saga whose customer does not answer
+/// times out one reply window after it started, while the hold's first
+/// extension (made at start-up, two windows ahead) is still running. Before,
+/// the hold covered every saga timer, and this one fired two windows after
+/// the start at the earliest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_started_after_a_restart_are_not_held() {
+    use durasaga::actors::entity::now_millis;
+    use durasaga::actors::Runtime;
+    use durasaga::domain::Money;
+    const IN_FLIGHT: usize = 200;
+    const REPLY_TIMEOUT_MS: i64 = 2_000;
+    let _one_app = common::exclusive().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Sagas that had sent ReserveCredit when the process died.
+    durasaga::scale::fill(dir.path(), 10, 0, IN_FLIGHT, now_millis() - 60_000).expect("fill");
+    let settings = durasaga::config::Settings::defaults()
+        .with(json!({
+            "storage": {"data_dir": dir.path()},
+            "saga": {
+                "reply_timeout_ms": REPLY_TIMEOUT_MS,
+                "max_attempts": 3,
+                "backoff_base_ms": 10,
+                "backoff_max_ms": 20,
+                "recovery_hold_max_ms": 60_000,
+            },
+        }))
+        .expect("settings");
+    let rt = Runtime::start(settings).await.expect("start");
+    let started = now_millis();
+    let mute = rt
+        .create_customer("Mute".into(), Money::from_cents(10_000).unwrap(), None)
+        .await
+        .expect("customer");
+    durasaga::fault::set_silent_customer(Some(mute.id.as_str()));
+    let created = now_millis();
+    let order = rt
+        .create_order(mute.id.clone(), Money::from_cents(1_000).unwrap(), None)
+        .await
+        .expect("order");
+    let deadline = Instant::now() + DEADLINE;
+    let timed_out_at = loop {
+        // (None until the saga service has handled the order's StartSaga.)
+        let s = rt.get_saga(&order.saga_id).await.expect("saga");
+        if let Some(h) = s
+            .as_ref()
+            .and_then(|s| s.history.iter().find(|h| h.cause == "Timeout"))
+        {
+            break h.at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new saga never timed out: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Answered from the second attempt on: the new saga ends APPROVED too.
+    durasaga::fault::set_silent_customer(None);
+    assert!(
+        timed_out_at >= created + REPLY_TIMEOUT_MS,
+        "timed out {} ms after it started, before its reply window ended",
+        timed_out_at - created
+    );
+    assert!(
+        timed_out_at < started + 2 * REPLY_TIMEOUT_MS,
+        "timed out {} ms after the start: held like the recovered sagas",
+        timed_out_at - started
+    );
+    // The recovered sagas were held: none of them timed out.
+    assert_eq!(once_all_settled(&rt, IN_FLIGHT + 1).await, (1, 0));
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}

@@ -132,9 +132,9 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
         !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
     }
-    /// How long after recovery resumes a service with deadlines pending none
-    /// of its timers fires (see `TimerWheel::hold_until`): a saga's reply
-    /// window; 0 (no hold) for services without timers.
+    /// How long after recovery resumes a service the timers of the entities
+    /// it found with deadlines pending are held (see `TimerWheel::hold`): a
+    /// saga's reply window; 0 (no hold) for services without timers.
     fn recovery_grace(&self) -> Millis {
         0
     }
@@ -754,6 +754,9 @@ fn remove_consumed<L: Logic>(
 fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
     let Some(rec) = st.rec.as_ref() else { return };
     let Some(deadline) = st.ctx.logic.deadline(&rec.state) else {
+        // Waiting for nothing (durably: this runs after the commit): a saga
+        // recovery held leaves the hold.
+        st.ctx.timers.release(&st.id);
         return;
     };
     if st.timer_for == Some(deadline) {

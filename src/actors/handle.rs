@@ -291,24 +291,26 @@ impl Runtime {
         Ok((r, wakeups))
     }
 
-    /// Recovery holds the saga timers for one reply window when it finds
-    /// sagas in flight (see `TimerWheel::hold_until`). A crash can leave a
-    /// backlog that takes several windows to work through (100,000 sagas
-    /// take ~20 s here); a step whose message still waits in that queue has
-    /// not been answered late, and timing it out would only resend it into
-    /// the same queue. So every half window this looks at the services
-    /// sagas wait on and, while [`BacklogHold`] says the backlog is still
-    /// being worked through, moves the hold to two windows ahead, but never
-    /// past `saga.recovery_hold_max_ms` after start. Once it stops, the held
-    /// timers fire at the end of the last extension (at most two windows
-    /// later). `durasaga_saga_timer_hold_seconds` shows what is left of it.
+    /// Recovery holds the timers of the sagas it finds in flight for one
+    /// reply window (see `TimerWheel::hold`). A crash can leave a backlog
+    /// that takes several windows to work through (100,000 sagas take ~20 s
+    /// here); a step whose message still waits in that queue has not been
+    /// answered late, and timing it out would only resend it into the same
+    /// queue. So every half window this looks at the services sagas wait on
+    /// and, while [`BacklogHold`] says those sagas are still being worked
+    /// through, moves the hold to two windows ahead, but never past
+    /// `saga.recovery_hold_max_ms` after start. Once it stops, the sagas
+    /// still held time out at the end of the last extension (at most two
+    /// windows later). Sagas started after the restart are never held.
+    /// `durasaga_saga_timer_hold_seconds` shows what is left of the hold,
+    /// `durasaga_saga_timer_held_sagas` how many sagas it still holds.
     fn hold_timers_while_backlog_drains(&self) {
         let window = self.settings.saga.reply_timeout_ms as Millis;
         let start = super::entity::now_millis();
         let limit = start.saturating_add(self.settings.saga.recovery_hold_max_ms as Millis);
-        // No hold: no saga was in flight. (Compared with 0, not with now:
-        // the window began when the saga service resumed, maybe a while ago.)
-        if self.sagas.timers.held_until() == 0 || limit <= start.saturating_add(window) {
+        let held = self.sagas.timers.held();
+        // No hold: no saga was in flight (or none may last beyond a window).
+        if held == 0 || limit <= start.saturating_add(window) {
             return;
         }
         let (customers, orders, sagas) = (
@@ -324,13 +326,12 @@ impl Runtime {
                 (sagas.handled(), sagas.total_depth()),
             ]
         };
-        let queued_in = |services: &[(u64, u64)]| services.iter().map(|(_, q)| q).sum::<u64>();
         // Each extension reaches two windows ahead: the next look is due in
         // half a window, and a busy runtime may run it late.
         let ahead = move |now: Millis| now.saturating_add(window.saturating_mul(2)).min(limit);
         let look_every = Duration::from_millis((window / 2).max(1) as u64);
         let services = look();
-        let queued = queued_in(&services);
+        let queued: u64 = services.iter().map(|(_, q)| q).sum();
         if queued == 0 {
             return;
         }
@@ -339,10 +340,11 @@ impl Runtime {
         let until = ahead(start);
         self.sagas.timers.hold_until(until);
         tracing::info!(
+            sagas = held,
             queued,
             until,
             limit,
-            "recovery holds the saga timers while the queued messages are handled"
+            "recovery holds the timers of the sagas in flight while they are worked through"
         );
         let sagas = self.sagas.clone();
         let task = tokio::spawn(async move {
@@ -350,17 +352,16 @@ impl Runtime {
             loop {
                 tokio::time::sleep(look_every).await;
                 let now = super::entity::now_millis();
-                let services = look();
-                let queued = queued_in(&services);
-                if !hold.goes_on(now, &services) {
-                    tracing::info!(queued, "recovery's timer hold ends");
+                let waiting = sagas.timers.held();
+                if !hold.goes_on(now, &look(), waiting) {
+                    tracing::info!(sagas = waiting, "recovery's timer hold ends");
                     return;
                 }
                 let until = ahead(now);
                 sagas.timers.hold_until(until);
                 if until >= limit {
                     tracing::info!(
-                        queued,
+                        sagas = waiting,
                         until,
                         "recovery's timer hold ends at saga.recovery_hold_max_ms"
                     );
@@ -409,7 +410,18 @@ impl Runtime {
     /// `hold_timers_while_backlog_drains`); 0 when they are not.
     pub fn saga_timer_hold_seconds(&self) -> f64 {
         let left = self.sagas.timers.held_until() - super::entity::now_millis();
-        left.max(0) as f64 / 1_000.0
+        if left <= 0 || self.sagas.timers.held() == 0 {
+            return 0.0;
+        }
+        left as f64 / 1_000.0
+    }
+
+    /// How many recovered sagas the hold still covers (0 once it is over).
+    pub fn saga_timer_held_sagas(&self) -> u64 {
+        if self.saga_timer_hold_seconds() == 0.0 {
+            return 0;
+        }
+        self.sagas.timers.held()
     }
 
     /// True once recovery is done (and until shutdown starts).
@@ -1167,18 +1179,19 @@ fn page<T>(
     }
 }
 
-/// Whether recovery goes on holding the saga timers (see
-/// `Runtime::hold_timers_while_backlog_drains`), from what each service
-/// sagas wait on has handled and has queued at each look.
+/// Whether recovery goes on holding the timers of the sagas it found in
+/// flight (see `Runtime::hold_timers_while_backlog_drains`), from how many of
+/// them still wait for a reply and what each service sagas wait on has
+/// handled and has queued at each look.
 ///
-/// It goes on while messages are queued for some service, and it ends at
-/// the first look that finds a service with messages queued that has handled
-/// none for a whole reply window (counted from the last look that saw it
-/// handle some or have none queued): a stalled receiver's sagas must time out
-/// as usual.
-/// (Under steady new load after the restart, queues never empty, so the hold
-/// lasts until `saga.recovery_hold_max_ms`; so does the wait of a saga whose
-/// receiver alone is stuck while the others progress.)
+/// It goes on while some of those sagas wait and messages are queued for
+/// some service. It ends at the first look that finds none of them waiting
+/// (they are worked through, whatever new load came since), or nothing
+/// queued, or a service with messages queued that has handled none for a
+/// whole reply window (counted from the last look that saw it handle some or
+/// have none queued): a stalled receiver's sagas must time out as usual.
+/// (A recovered saga whose receiver alone is stuck, while new load keeps the
+/// services busy, still waits up to `saga.recovery_hold_max_ms`.)
 pub struct BacklogHold {
     window: Millis,
     /// When the previous look was (the start, at first).
@@ -1199,9 +1212,13 @@ impl BacklogHold {
         }
     }
 
-    /// A look at `now` with the services in the order given to [`Self::new`].
-    pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)]) -> bool {
+    /// A look at `now` with the services in the order given to [`Self::new`]
+    /// and the number of held sagas still `waiting`.
+    pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)], waiting: u64) -> bool {
         let since = std::mem::replace(&mut self.last_look, now);
+        if waiting == 0 {
+            return false;
+        }
         let mut queued_somewhere = false;
         for (i, &(handled, queued)) in services.iter().enumerate() {
             let Some((last, stalled_since)) = self.progress.get_mut(i) else {
@@ -1238,7 +1255,8 @@ fn recover_service<L: Logic>(
     let mut wake = Vec::new();
     let mut timers = Vec::new();
     let mut with_record = std::collections::HashSet::new();
-    let mut with_deadline = 0usize;
+    // Entities with a deadline (sagas in flight): their timers are held.
+    let mut held = Vec::new();
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
     let indexed = ctx.db.active_index_complete();
@@ -1295,7 +1313,7 @@ fn recover_service<L: Logic>(
         }
         if deadline.is_some() {
             r.active_sagas += 1;
-            with_deadline += 1;
+            held.push(id.clone());
         }
         with_record.insert(id);
     }
@@ -1335,10 +1353,10 @@ fn recover_service<L: Logic>(
     let resume = move || {
         // Sagas in flight: hold their timers for one reply window from now,
         // when every service is recovered and the resent outboxes are queued
-        // (they are as good as sent now; see `TimerWheel::hold_until`).
-        if grace > 0 && with_deadline > 0 {
-            ctx.timers
-                .hold_until(super::entity::now_millis().saturating_add(grace));
+        // (they are as good as sent now; see `TimerWheel::hold`).
+        if grace > 0 && !held.is_empty() {
+            let until = super::entity::now_millis().saturating_add(grace);
+            ctx.timers.hold(held, until);
         }
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
@@ -1360,11 +1378,11 @@ mod backlog_hold_tests {
     #[test]
     fn it_goes_on_while_messages_are_queued_and_handled() {
         let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
-        assert!(h.goes_on(500, &[(30, 70), (10, 5), (20, 8)]));
-        assert!(h.goes_on(1_000, &[(60, 40), (25, 5), (50, 3)]));
-        assert!(h.goes_on(1_500, &[(100, 0), (40, 5), (70, 3)]));
+        assert!(h.goes_on(500, &[(30, 70), (10, 5), (20, 8)], 50));
+        assert!(h.goes_on(1_000, &[(60, 40), (25, 5), (50, 3)], 50));
+        assert!(h.goes_on(1_500, &[(100, 0), (40, 5), (70, 3)], 50));
         // Every queue empty: the backlog is worked off.
-        assert!(!h.goes_on(2_000, &[(100, 0), (45, 0), (80, 0)]));
+        assert!(!h.goes_on(2_000, &[(100, 0), (45, 0), (80, 0)], 50));
     }
 
     #[test]
@@ -1372,40 +1390,47 @@ mod backlog_hold_tests {
         // The customer service handles nothing from the start on: a whole
         // window at 1,000.
         let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
-        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(h.goes_on(999, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(!h.goes_on(1_000, &[(0, 100), (0, 0), (0, 0)]));
+        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(999, &[(0, 100), (0, 0), (0, 0)], 50));
+        assert!(!h.goes_on(1_000, &[(0, 100), (0, 0), (0, 0)], 50));
 
         // A stalled order service ends it although the others progress: its
         // messages were queued at some time after the start (seen at 500,
         // not before), so it has stalled a whole window at 1,000.
         let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
-        assert!(h.goes_on(500, &[(20, 80), (0, 5), (10, 2)]));
-        assert!(h.goes_on(900, &[(40, 60), (0, 5), (20, 2)]));
-        assert!(!h.goes_on(1_000, &[(60, 40), (0, 5), (30, 2)]));
+        assert!(h.goes_on(500, &[(20, 80), (0, 5), (10, 2)], 50));
+        assert!(h.goes_on(900, &[(40, 60), (0, 5), (20, 2)], 50));
+        assert!(!h.goes_on(1_000, &[(60, 40), (0, 5), (30, 2)], 50));
 
         // Handling one message restarts the clock from that look.
         let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
-        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_000 - 1, &[(1, 99), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_500, &[(1, 99), (0, 0), (0, 0)]));
-        assert!(h.goes_on(1_998, &[(1, 99), (0, 0), (0, 0)]));
-        assert!(!h.goes_on(1_999, &[(1, 99), (0, 0), (0, 0)]));
+        assert!(h.goes_on(500, &[(0, 100), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(1_000 - 1, &[(1, 99), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(1_500, &[(1, 99), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(1_998, &[(1, 99), (0, 0), (0, 0)], 50));
+        assert!(!h.goes_on(1_999, &[(1, 99), (0, 0), (0, 0)], 50));
     }
 
     #[test]
     fn an_idle_service_is_not_stalled() {
         // Orders get their first messages long after the start.
         let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
-        assert!(h.goes_on(500, &[(20, 80), (0, 0), (0, 0)]));
-        assert!(h.goes_on(5_000, &[(90, 10), (0, 0), (0, 0)]));
-        assert!(h.goes_on(5_500, &[(95, 5), (0, 7), (0, 0)]));
-        assert!(h.goes_on(6_000, &[(99, 1), (7, 3), (0, 0)]));
+        assert!(h.goes_on(500, &[(20, 80), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(5_000, &[(90, 10), (0, 0), (0, 0)], 50));
+        assert!(h.goes_on(5_500, &[(95, 5), (0, 7), (0, 0)], 50));
+        assert!(h.goes_on(6_000, &[(99, 1), (7, 3), (0, 0)], 50));
+    }
+
+    #[test]
+    fn it_ends_once_no_held_saga_waits_though_new_messages_are_queued() {
+        let mut h = BacklogHold::new(0, W, &[(0, 100), (0, 0), (0, 0)]);
+        assert!(h.goes_on(500, &[(60, 90), (20, 30), (40, 25)], 12));
+        assert!(!h.goes_on(1_000, &[(120, 90), (40, 30), (80, 25)], 0));
     }
 
     #[test]
     fn nothing_queued_means_no_hold() {
         let mut h = BacklogHold::new(0, W, &[(7, 0), (3, 0), (9, 0)]);
-        assert!(!h.goes_on(500, &[(7, 0), (3, 0), (9, 0)]));
+        assert!(!h.goes_on(500, &[(7, 0), (3, 0), (9, 0)], 50));
     }
 }

@@ -124,7 +124,7 @@ impl Logic for CustomerLogic {
         Ok(())
     }
 
-    fn on_envelope(&self, cx: &mut Cx, _id: &str, state: &mut Option<Customer>, env: &Envelope) {
+    fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<Customer>, env: &Envelope) {
         let (order_id, cmd) = match &env.payload {
             Payload::ReserveCredit {
                 order_id, amount, ..
@@ -149,7 +149,7 @@ impl Logic for CustomerLogic {
                 return;
             }
         };
-        if crate::fault::customer_silent() {
+        if crate::fault::customer_silent(id) {
             return;
         }
         let reply = match state.as_mut() {

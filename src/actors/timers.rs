@@ -5,21 +5,22 @@
 //! per actor keeps spawns off the hot path.
 //!
 //! Timers are not durable here: deadlines are part of each saga's durable
-//! state, and start-up recovery re-arms them. When it finds sagas in flight,
-//! recovery also holds the saga service's timers until one reply window after
-//! it resumes them (see [`TimerWheel::hold_until`]), longer while messages
-//! queued for the services are being handled
-//! (`Runtime::hold_timers_while_backlog_drains`): it resends every outbox,
-//! so a deadline that passed during the crash fires only if the resent message
-//! got no reply either. (A saga that was in backoff resends when the hold
-//! ends, later than its deadline.) A duplicate or stale timer is harmless: the saga acts only when
-//! its current deadline has passed.
+//! state, and start-up recovery re-arms them. It also holds the timers of the
+//! sagas it found in flight until one reply window after it resumes them (see
+//! [`TimerWheel::hold`]), longer while the backlog the crash left is being
+//! worked through (`Runtime::hold_timers_while_backlog_drains`): it resends
+//! every outbox, so a deadline that passed during the crash fires only if the
+//! resent message got no reply either. A saga leaves the hold once it waits
+//! for nothing (ended or paused); sagas started after the restart are never
+//! held. (A recovered saga that was in backoff resends when the hold ends,
+//! later than its deadline.) A duplicate or stale timer is harmless: the saga
+//! acts only when its current deadline has passed.
 
 use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
 use crate::domain::Millis;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,20 +30,54 @@ use tokio::task::JoinHandle;
 pub struct TimerWheel {
     tx: mpsc::UnboundedSender<(Millis, String)>,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// No timer fires before this (ms since the epoch; see [`Self::hold_until`]).
-    not_before: Arc<AtomicI64>,
+    hold: Arc<Hold>,
+}
+
+/// Recovery's hold on the timers of some entities (see [`TimerWheel::hold`]).
+#[derive(Default)]
+struct Hold {
+    /// No held timer fires before this (ms since the epoch).
+    until: AtomicI64,
+    /// How many entities are held: lets [`TimerWheel::release`], on every
+    /// message an entity handles, skip the lock when none is.
+    count: AtomicU64,
+    entities: Mutex<HashSet<String>>,
+}
+
+impl Hold {
+    fn entities(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.entities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `entity`'s timers wait for the hold's end, if it lasts at `now`.
+    fn holds(&self, entity: &str, now: Millis) -> bool {
+        self.until.load(SeqCst) > now
+            && self.count.load(SeqCst) > 0
+            && self.entities().contains(entity)
+    }
+
+    /// Forgets the held entities once the hold is over.
+    fn clear_if_over(&self, now: Millis) {
+        if self.count.load(SeqCst) > 0 && self.until.load(SeqCst) <= now {
+            let mut e = self.entities();
+            if self.until.load(SeqCst) <= now {
+                e.clear();
+                self.count.store(0, SeqCst);
+            }
+        }
+    }
 }
 
 impl TimerWheel {
     /// Starts the wheel of a service; it stops when the service is dropped.
     pub fn start<L: Logic>(ctx: Weak<ServiceCtx<L>>, sweep_every: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let not_before = Arc::new(AtomicI64::new(0));
-        let task = tokio::spawn(run(ctx, rx, sweep_every, not_before.clone()));
+        let hold = Arc::new(Hold::default());
+        let task = tokio::spawn(run(ctx, rx, sweep_every, hold.clone()));
         Self {
             tx,
             task: Mutex::new(Some(task)),
-            not_before,
+            hold,
         }
     }
 
@@ -52,29 +87,55 @@ impl TimerWheel {
     }
 
     /// Delivers `Timer` to `entity` at `deadline` (ms since the epoch), or
-    /// when the hold ends if that is later.
+    /// when the hold ends if the entity is held then.
     pub fn arm(&self, entity: &str, deadline: Millis) {
-        let at = deadline.max(self.not_before.load(SeqCst));
-        let _ = self.tx.send((at, entity.to_owned()));
+        let _ = self.tx.send((deadline, entity.to_owned()));
     }
 
-    /// Holds every timer armed from now on until `t`. Start-up recovery of
-    /// the saga service, when it finds sagas in flight, sets it one reply
-    /// window ahead: the outboxes it resends are as good as
-    /// sent now, and a saga must not time out on a message whose receiver is
-    /// still working through the backlog the crash left (a large backlog
-    /// otherwise made every saga time out and retry at once).
+    /// Holds the timers of `entities` until `until`. Start-up recovery of
+    /// the saga service holds those of the sagas it found in flight one
+    /// reply window ahead: the outboxes it resends are as good as sent now,
+    /// and a saga must not time out on a message whose receiver is still
+    /// working through the backlog the crash left (a large backlog otherwise
+    /// made every saga time out and retry at once). Timers of other
+    /// entities, such as sagas started after the restart, fire as usual.
     ///
-    /// A hold may be extended while it lasts (see
-    /// `Runtime::hold_timers_while_backlog_drains`): timers armed before the
-    /// extension wait for its end too.
+    /// The hold may be extended while it lasts ([`Self::hold_until`]), and an
+    /// entity leaves it once it waits for nothing ([`Self::release`]).
+    pub fn hold(&self, entities: impl IntoIterator<Item = String>, until: Millis) {
+        // `until` first, under the lock: the wheel clears an expired hold
+        // under it too (see `Hold::clear_if_over`).
+        let mut held = self.hold.entities();
+        self.hold.until.fetch_max(until, SeqCst);
+        held.extend(entities);
+        self.hold.count.store(held.len() as u64, SeqCst);
+    }
+
+    /// Extends the hold to `t` (timers it pushed back wait for `t` too).
     pub fn hold_until(&self, t: Millis) {
-        self.not_before.fetch_max(t, SeqCst);
+        self.hold.until.fetch_max(t, SeqCst);
     }
 
     /// When the current hold ends (ms since the epoch; in the past if none).
     pub fn held_until(&self) -> Millis {
-        self.not_before.load(SeqCst)
+        self.hold.until.load(SeqCst)
+    }
+
+    /// How many entities the hold still covers (0 once it is over).
+    pub fn held(&self) -> u64 {
+        self.hold.count.load(SeqCst)
+    }
+
+    /// `entity` waits for no reply any more (it ended or paused): its timers
+    /// are held no longer.
+    pub fn release(&self, entity: &str) {
+        if self.hold.count.load(SeqCst) == 0 {
+            return;
+        }
+        let mut held = self.hold.entities();
+        if held.remove(entity) {
+            self.hold.count.store(held.len() as u64, SeqCst);
+        }
     }
 }
 
@@ -82,7 +143,7 @@ async fn run<L: Logic>(
     ctx: Weak<ServiceCtx<L>>,
     mut rx: mpsc::UnboundedReceiver<(Millis, String)>,
     sweep_every: Duration,
-    not_before: Arc<AtomicI64>,
+    hold: Arc<Hold>,
 ) {
     let mut heap: BinaryHeap<Reverse<(Millis, String)>> = BinaryHeap::new();
     // The first sweep one period from now, not at once: the task may run
@@ -114,26 +175,21 @@ async fn run<L: Logic>(
                 // without timers or passivation for its whole life.
                 let Some(ctx) = ctx.upgrade() else { continue };
                 let now = now_millis();
-                // A hold extended after these timers were armed: they wait
-                // for its end (pushed back, they sort after every due one).
-                let held = not_before.load(SeqCst);
-                if held > now {
-                    while let Some(Reverse((d, entity))) = heap.pop() {
-                        if d > now {
-                            heap.push(Reverse((d, entity)));
-                            break;
-                        }
-                        heap.push(Reverse((held, entity)));
-                    }
-                    continue;
-                }
+                hold.clear_if_over(now);
+                // Held timers wait for the hold's end (pushed back, they sort
+                // after every due one; extended, it pushes them again).
+                let until = hold.until.load(SeqCst);
+                let mut held = Vec::new();
                 while heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
                     if let Some(Reverse((_, entity))) = heap.pop() {
-                        if let Err(e) = ctx.send(&entity, EntityMsg::Timer, true) {
+                        if hold.holds(&entity, now) {
+                            held.push(Reverse((until, entity)));
+                        } else if let Err(e) = ctx.send(&entity, EntityMsg::Timer, true) {
                             tracing::warn!(entity, error = %e, "timer could not be delivered; recovery re-arms it");
                         }
                     }
                 }
+                heap.extend(held);
             }
             _ = sweep.tick() => {
                 let Some(ctx) = ctx.upgrade() else { continue }; // as above

@@ -368,6 +368,7 @@ pub async fn metrics(rt: &Runtime) -> Result<Response, ApiError> {
     metrics::gauge!("durasaga_active_actors", "service" => "saga").set(s as f64);
     metrics::gauge!("durasaga_orders_in_flight").set(rt.store.order.active_count() as f64);
     metrics::gauge!("durasaga_saga_timer_hold_seconds").set(rt.saga_timer_hold_seconds());
+    metrics::gauge!("durasaga_saga_timer_held_sagas").set(rt.saga_timer_held_sagas() as f64);
     metrics::gauge!("durasaga_inbox_depth", "service" => "customer")
         .set(rt.customers.total_depth() as f64);
     metrics::gauge!("durasaga_inbox_depth", "service" => "order")

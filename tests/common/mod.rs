@@ -79,6 +79,7 @@ struct Disarm;
 impl Drop for Disarm {
     fn drop(&mut self) {
         durasaga::fault::set_customer_silent(false);
+        durasaga::fault::set_silent_customer(None);
         durasaga::fault::arm_customer_panics(0);
     }
 }
