@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{spawn_app_with, with_app, TestApp};
+use common::{
+    available, is_terminal_saga, saga_until, settled_order, spawn_app_with, with_app, TestApp,
+};
 use reqwest::header::{HeaderMap, ALLOW, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -78,52 +80,6 @@ async fn post_order(app: &TestApp, customer: Value, amount: Value) -> Value {
         "Location header of POST /orders"
     );
     v
-}
-
-/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
-async fn settled_order(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let v = app
-            .client
-            .get_order(id, 10)
-            .await
-            .expect("GET order")
-            .expect("order exists");
-        if v["orderState"] != "PENDING" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
-    }
-}
-
-/// Polls `GET /sagas/{id}` until `done` holds for it.
-async fn saga_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (s, v) = get(app, &format!("/sagas/{id}")).await;
-        assert_eq!(s, StatusCode::OK, "GET /sagas/{id}: {v}");
-        if done(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "saga {id} never got there: {v}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn is_terminal_saga(v: &Value) -> bool {
-    matches!(
-        v["state"].as_str(),
-        Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
-    )
-}
-
-async fn available(app: &TestApp, customer: &str) -> String {
-    let c = app.client.get_customer(customer).await.expect("customer");
-    c["availableCredit"]["amount"]
-        .as_str()
-        .expect("availableCredit")
-        .to_owned()
 }
 
 /// Checks the error body shape `{"error": {"code", "message", "field"}}`.
@@ -208,7 +164,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
 
             // The saga ends just after the order does.
             let saga_id = o["sagaId"].as_str().expect("sagaId").to_owned();
-            let saga = saga_until(app, &saga_id, is_terminal_saga).await;
+            let saga = saga_until(&app.client, &saga_id, "ended", is_terminal_saga).await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             assert_eq!(saga["orderId"], oid.as_str());
             assert_eq!(saga["customerId"], cid.as_str());
@@ -220,7 +176,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
             // The rejected sagas end REJECTED with their reason.
             for o in [&too_big, &unknown] {
                 let sid = o["sagaId"].as_str().unwrap();
-                let s = saga_until(app, sid, is_terminal_saga).await;
+                let s = saga_until(&app.client, sid, "ended", is_terminal_saga).await;
                 assert_eq!(s["state"], "REJECTED", "{s}");
                 assert_eq!(s["rejectionReason"], o["rejectionReason"], "{s}");
             }
@@ -269,7 +225,7 @@ async fn concurrent_orders_never_overdraw_the_credit_limit() {
             for o in created {
                 let o = o.expect("POST /orders");
                 let o = if o["orderState"] == "PENDING" {
-                    settled_order(app, o["orderId"].as_str().unwrap()).await
+                    settled_order(&app.client, o["orderId"].as_str().unwrap()).await
                 } else {
                     o
                 };
@@ -283,7 +239,7 @@ async fn concurrent_orders_never_overdraw_the_credit_limit() {
                 }
             }
             assert_eq!((approved, rejected), (50, 50));
-            assert_eq!(available(app, &cid).await, "0.00");
+            assert_eq!(available(&app.client, &cid).await, "0.00");
             let bad = durasaga::harness::credit_violations(&app.client, std::slice::from_ref(&cid))
                 .await
                 .expect("credit check");
@@ -317,7 +273,7 @@ async fn amounts_may_be_json_numbers() {
             let o = post_order(app, json!(cid), json!(12.5)).await;
             assert_eq!(o["orderTotal"]["amount"], "12.50", "{o}");
             assert_eq!(o["orderState"], "APPROVED", "{o}");
-            assert_eq!(available(app, &cid).await, "87.50");
+            assert_eq!(available(&app.client, &cid).await, "87.50");
         })
     })
     .await;
@@ -649,10 +605,10 @@ async fn orders_of_a_customer_are_listed_from_the_view_and_the_orders_in_flight(
             let mut mine = Vec::new();
             for _ in 0..2 {
                 let o = post_order(app, json!(a), json!("1.00")).await;
-                mine.push(settled_order(app, o["orderId"].as_str().unwrap()).await);
+                mine.push(settled_order(&app.client, o["orderId"].as_str().unwrap()).await);
             }
             let other = post_order(app, json!(b), json!("1.00")).await;
-            settled_order(app, other["orderId"].as_str().unwrap()).await;
+            settled_order(&app.client, other["orderId"].as_str().unwrap()).await;
 
             // Every order delivered to the view and out of the recovery
             // index, and no view actor left, so that closing the view
@@ -664,7 +620,7 @@ async fn orders_of_a_customer_are_listed_from_the_view_and_the_orders_in_flight(
             }
             app.rt.views.close();
             let o = post_order(app, json!(a), json!("1.00")).await;
-            mine.push(settled_order(app, o["orderId"].as_str().unwrap()).await);
+            mine.push(settled_order(&app.client, o["orderId"].as_str().unwrap()).await);
             let (_, history) = get(app, &format!("/customers/{a}/orderhistory")).await;
             assert_eq!(
                 history["orders"].as_array().map(Vec::len),
@@ -881,7 +837,13 @@ async fn health_openapi_and_metrics() {
             // Metrics after a saga ended.
             let cid = create_customer(app, "Metered", "10.00").await;
             let o = post_order(app, json!(cid), json!("1.00")).await;
-            saga_until(app, o["sagaId"].as_str().unwrap(), is_terminal_saga).await;
+            saga_until(
+                &app.client,
+                o["sagaId"].as_str().unwrap(),
+                "ended",
+                is_terminal_saga,
+            )
+            .await;
             let resp = app
                 .client
                 .http
@@ -916,8 +878,8 @@ async fn admin_lists_sagas_and_dead_letters() {
             let no = post_order(app, json!(cid), json!("100.00")).await;
             let ok_saga = ok["sagaId"].as_str().unwrap().to_owned();
             let no_saga = no["sagaId"].as_str().unwrap().to_owned();
-            saga_until(app, &ok_saga, is_terminal_saga).await;
-            saga_until(app, &no_saga, is_terminal_saga).await;
+            saga_until(&app.client, &ok_saga, "ended", is_terminal_saga).await;
+            saga_until(&app.client, &no_saga, "ended", is_terminal_saga).await;
 
             let (s, v) = get(app, "/sagas").await;
             assert_eq!(s, StatusCode::OK, "GET /sagas: {v}");
@@ -1273,7 +1235,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
             let o = post_order(app, json!(cid), json!("7.50")).await;
             assert_eq!(o["orderState"], "APPROVED", "{o}");
             let oid = o["orderId"].as_str().unwrap().to_owned();
-            assert_eq!(available(app, &cid).await, "12.50");
+            assert_eq!(available(&app.client, &cid).await, "12.50");
 
             let (s, _, c) = send(
                 app,
@@ -1286,7 +1248,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
             assert_eq!(s, StatusCode::OK, "{c}");
             assert_eq!(c["orderId"], oid.as_str());
             assert_eq!(c["orderState"], "CANCELLED", "{c}");
-            assert_eq!(available(app, &cid).await, "20.00");
+            assert_eq!(available(&app.client, &cid).await, "20.00");
 
             let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
             let types: Vec<&str> = h["events"]
@@ -1314,7 +1276,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
                 s == StatusCode::OK || s == StatusCode::CONFLICT,
                 "second cancel: {s} {again}"
             );
-            assert_eq!(available(app, &cid).await, "20.00");
+            assert_eq!(available(&app.client, &cid).await, "20.00");
 
             // A REJECTED order cannot be cancelled.
             let r = post_order(app, json!(cid), json!("999.00")).await;
@@ -1332,7 +1294,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
             assert_error_shape("cancel REJECTED", &v, None);
             let after = app.client.get_order(rid, 0).await.unwrap().unwrap();
             assert_eq!(after["orderState"], "REJECTED");
-            assert_eq!(available(app, &cid).await, "20.00");
+            assert_eq!(available(&app.client, &cid).await, "20.00");
         })
     })
     .await;
@@ -1437,7 +1399,7 @@ async fn idempotency_key_returns_the_same_order() {
                 Some(1),
                 "{orders}"
             );
-            assert_eq!(available(app, &cid).await, "90.00");
+            assert_eq!(available(&app.client, &cid).await, "90.00");
         })
     })
     .await;
@@ -1454,8 +1416,8 @@ async fn two_apps_can_run_in_one_process() {
             let b = spawn_app_with(json!({})).await;
             let ca = create_customer(a, "A", "1.00").await;
             let cb = create_customer(&b, "B", "2.00").await;
-            assert_eq!(available(a, &ca).await, "1.00");
-            assert_eq!(available(&b, &cb).await, "2.00");
+            assert_eq!(available(&a.client, &ca).await, "1.00");
+            assert_eq!(available(&b.client, &cb).await, "2.00");
             let (s, _) = get(a, &format!("/customers/{cb}")).await;
             assert_eq!(s, StatusCode::NOT_FOUND, "the apps share data");
             b.stop().await;

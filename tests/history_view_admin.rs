@@ -15,7 +15,10 @@
 
 mod common;
 
-use common::{exclusive, spawn_app_with, wait_unregistered, with_app};
+use common::{
+    available, exclusive, is_terminal_saga, saga_until, settled_order, spawn_app_with,
+    wait_unregistered, with_app,
+};
 use durasaga::actors::Runtime;
 use durasaga::config::Settings;
 use durasaga::harness::{cents, credit_violations, Client};
@@ -139,54 +142,6 @@ fn id_of(v: &Value, field: &str) -> String {
     v[field]
         .as_str()
         .unwrap_or_else(|| panic!("no {field} in {v}"))
-        .to_owned()
-}
-
-/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
-async fn settled_order(c: &Client, id: &str) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let v = c
-            .get_order(id, 10)
-            .await
-            .expect("GET order")
-            .expect("order exists");
-        if v["orderState"] != "PENDING" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
-    }
-}
-
-/// Polls `GET /sagas/{id}` until the saga exists and `done` holds for it.
-async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (s, v) = get(c, &format!("/sagas/{id}")).await;
-        assert!(s == 200 || s == 404, "GET /sagas/{id}: {s} {v}");
-        if s == 200 && done(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "saga {id} never became {what}: {s} {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn is_terminal_saga(v: &Value) -> bool {
-    matches!(
-        v["state"].as_str(),
-        Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
-    )
-}
-
-async fn available(c: &Client, customer: &str) -> String {
-    let v = c.get_customer(customer).await.expect("customer");
-    v["availableCredit"]["amount"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no availableCredit in {v}"))
         .to_owned()
 }
 

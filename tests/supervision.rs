@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{exclusive, spawn_app_with, with_app, TestApp};
+use common::{
+    available, exclusive, is_terminal_saga, saga_until, settled_order, spawn_app_with, with_app,
+    TestApp,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -25,48 +28,6 @@ async fn get(app: &TestApp, path: &str) -> (u16, Value) {
         .expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
-async fn settled_order(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let v = app
-            .client
-            .get_order(id, 10)
-            .await
-            .expect("GET order")
-            .expect("order exists");
-        if v["orderState"] != "PENDING" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
-    }
-}
-
-/// Polls `GET /sagas/{id}` until the saga is in a terminal state.
-async fn ended_saga(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (s, v) = get(app, &format!("/sagas/{id}")).await;
-        assert_eq!(s, 200, "GET /sagas/{id}: {v}");
-        if matches!(
-            v["state"].as_str(),
-            Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
-        ) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "saga {id} did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn available(app: &TestApp, customer: &str) -> String {
-    let c = app.client.get_customer(customer).await.expect("customer");
-    c["availableCredit"]["amount"]
-        .as_str()
-        .expect("availableCredit")
-        .to_owned()
 }
 
 async fn assert_credit_adds_up(app: &TestApp, customer: &str) {
@@ -105,7 +66,7 @@ async fn a_panicking_customer_actor_is_restarted_and_the_saga_completes() {
             durasaga::fault::arm_customer_panics(1);
             let o = app.client.create_order(&cid, "10.00", 10).await.unwrap();
             let oid = o["orderId"].as_str().unwrap().to_owned();
-            let o = settled_order(app, &oid).await;
+            let o = settled_order(&app.client, &oid).await;
             // The armed panic really happened (otherwise it is still armed).
             assert!(
                 !durasaga::fault::take_customer_panic(),
@@ -117,14 +78,20 @@ async fn a_panicking_customer_actor_is_restarted_and_the_saga_completes() {
             assert!(restarts >= 1, "the customer actor was not restarted");
 
             // Credit was reserved exactly once.
-            assert_eq!(available(app, &cid).await, "90.00");
+            assert_eq!(available(&app.client, &cid).await, "90.00");
             assert_credit_adds_up(app, &cid).await;
 
             // The restarted actor handled the same message again: no dead
             // letter, and the saga needed no retry of its own.
             let dead = app.rt.store.customer.deadletter_list(None, 10).unwrap();
             assert!(dead.is_empty(), "unexpected dead letters: {dead:?}");
-            let saga = ended_saga(app, o["sagaId"].as_str().unwrap()).await;
+            let saga = saga_until(
+                &app.client,
+                o["sagaId"].as_str().unwrap(),
+                "ended",
+                is_terminal_saga,
+            )
+            .await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             let c = causes(&saga);
             assert!(
@@ -135,9 +102,9 @@ async fn a_panicking_customer_actor_is_restarted_and_the_saga_completes() {
 
             // The customer keeps working.
             let o2 = app.client.create_order(&cid, "5.00", 10).await.unwrap();
-            let o2 = settled_order(app, o2["orderId"].as_str().unwrap()).await;
+            let o2 = settled_order(&app.client, o2["orderId"].as_str().unwrap()).await;
             assert_eq!(o2["orderState"], "APPROVED", "{o2}");
-            assert_eq!(available(app, &cid).await, "85.00");
+            assert_eq!(available(&app.client, &cid).await, "85.00");
         })
     })
     .await;
@@ -162,7 +129,7 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             durasaga::fault::arm_customer_panics(100);
             let o = app.client.create_order(&cid, "10.00", 0).await.unwrap();
             let oid = o["orderId"].as_str().unwrap().to_owned();
-            let o = settled_order(app, &oid).await;
+            let o = settled_order(&app.client, &oid).await;
             assert_eq!(o["orderState"], "REJECTED", "{o}");
             assert_eq!(o["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{o}");
 
@@ -181,7 +148,13 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             assert!(restarts >= 2, "only {restarts} restarts");
 
             // The saga compensated, then rejected the order.
-            let saga = ended_saga(app, o["sagaId"].as_str().unwrap()).await;
+            let saga = saga_until(
+                &app.client,
+                o["sagaId"].as_str().unwrap(),
+                "ended",
+                is_terminal_saga,
+            )
+            .await;
             assert_eq!(saga["state"], "REJECTED", "{saga}");
             assert_eq!(saga["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{saga}");
             let c = causes(&saga);
@@ -193,7 +166,7 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             );
 
             // Credit adds up: nothing is held for the rejected order.
-            assert_eq!(available(app, &cid).await, "100.00");
+            assert_eq!(available(&app.client, &cid).await, "100.00");
             assert_credit_adds_up(app, &cid).await;
 
             // The admin API shows the same dead letters.
@@ -230,9 +203,9 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             // ones (durable inbox entries go before queued messages), so its
             // outcome shows theirs.
             let o2 = app.client.create_order(&cid, "5.00", 10).await.unwrap();
-            let o2 = settled_order(app, o2["orderId"].as_str().unwrap()).await;
+            let o2 = settled_order(&app.client, o2["orderId"].as_str().unwrap()).await;
             assert_eq!(o2["orderState"], "APPROVED", "{o2}");
-            assert_eq!(available(app, &cid).await, "95.00");
+            assert_eq!(available(&app.client, &cid).await, "95.00");
             assert_credit_adds_up(app, &cid).await;
             let first = app.client.get_order(&oid, 0).await.unwrap().unwrap();
             assert_eq!(first["orderState"], "REJECTED", "{first}");

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{with_app, TestApp};
+use common::{available, is_terminal_saga, saga_until, settled_order, with_app, TestApp};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -27,55 +27,6 @@ async fn send(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, Value
         .expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `GET /sagas/{id}` (every few milliseconds, the phases here are
-/// short) until the saga exists and `done` holds.
-async fn saga_until(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (s, v) = send(app, reqwest::Method::GET, &format!("/sagas/{id}")).await;
-        // Right after POST /orders the saga may not exist yet: its start
-        // message is still on its way through the order's outbox.
-        assert!(s == 200 || s == 404, "GET /sagas/{id}: {s} {v}");
-        if s == 200 && done(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "saga {id} never {what}: {v}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn is_terminal(v: &Value) -> bool {
-    matches!(
-        v["state"].as_str(),
-        Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
-    )
-}
-
-/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
-async fn settled_order(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let v = app
-            .client
-            .get_order(id, 10)
-            .await
-            .expect("GET order")
-            .expect("order exists");
-        if v["orderState"] != "PENDING" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
-    }
-}
-
-async fn available(app: &TestApp, customer: &str) -> String {
-    let c = app.client.get_customer(customer).await.expect("customer");
-    c["availableCredit"]["amount"]
-        .as_str()
-        .expect("availableCredit")
-        .to_owned()
 }
 
 /// `(state, attempt, cause)` of every history entry.
@@ -117,18 +68,18 @@ async fn a_silent_customer_times_out_then_the_saga_compensates_and_rejects() {
             // Every ReserveCredit attempt goes unanswered; once they are
             // exhausted the saga compensates. The silent customer would ignore
             // ReleaseCredit too, so let it speak again now.
-            let s = saga_until(app, &sid, "reached RELEASING_CREDIT", |v| {
+            let s = saga_until(&app.client, &sid, "reached RELEASING_CREDIT", |v| {
                 v["state"] != "RESERVING_CREDIT"
             })
             .await;
             durasaga::fault::set_customer_silent(false);
             assert_eq!(s["state"], "RELEASING_CREDIT", "{s}");
 
-            let o = settled_order(app, o["orderId"].as_str().unwrap()).await;
+            let o = settled_order(&app.client, o["orderId"].as_str().unwrap()).await;
             assert_eq!(o["orderState"], "REJECTED", "{o}");
             assert_eq!(o["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{o}");
 
-            let saga = saga_until(app, &sid, "ended", is_terminal).await;
+            let saga = saga_until(&app.client, &sid, "ended", is_terminal_saga).await;
             assert_eq!(saga["state"], "REJECTED", "{saga}");
             assert_eq!(saga["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{saga}");
             let h = history(&saga);
@@ -158,7 +109,7 @@ async fn a_silent_customer_times_out_then_the_saga_compensates_and_rejects() {
             assert_eq!(h.last().unwrap().0, "REJECTED", "{h:?}");
 
             // Nothing is held for the rejected order.
-            assert_eq!(available(app, &cid).await, "100.00");
+            assert_eq!(available(&app.client, &cid).await, "100.00");
             let (_, ev) = send(
                 app,
                 reqwest::Method::GET,
@@ -192,8 +143,10 @@ async fn a_paused_saga_resumes_on_operator_retry() {
             let oid = o["orderId"].as_str().unwrap().to_owned();
             let sid = o["sagaId"].as_str().unwrap().to_owned();
 
-            let paused =
-                saga_until(app, &sid, "paused", |v| v["state"] != "RESERVING_CREDIT").await;
+            let paused = saga_until(&app.client, &sid, "paused", |v| {
+                v["state"] != "RESERVING_CREDIT"
+            })
+            .await;
             assert_eq!(paused["state"], "PAUSED", "{paused}");
             assert!(
                 paused["error"].is_string(),
@@ -220,12 +173,12 @@ async fn a_paused_saga_resumes_on_operator_retry() {
             assert_eq!(resumed["sagaId"], sid.as_str(), "{resumed}");
             assert_ne!(resumed["state"], "PAUSED", "{resumed}");
 
-            let o = settled_order(app, &oid).await;
+            let o = settled_order(&app.client, &oid).await;
             assert_eq!(o["orderState"], "APPROVED", "{o}");
             assert_eq!(o["rejectionReason"], Value::Null, "{o}");
-            assert_eq!(available(app, &cid).await, "90.00");
+            assert_eq!(available(&app.client, &cid).await, "90.00");
 
-            let saga = saga_until(app, &sid, "ended", is_terminal).await;
+            let saga = saga_until(&app.client, &sid, "ended", is_terminal_saga).await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             let h = history(&saga);
             let retry = h.iter().position(|(_, _, c)| c == "OperatorRetry");
@@ -336,7 +289,7 @@ async fn orders_beyond_max_in_flight_are_refused_until_some_settle() {
 
             durasaga::fault::set_customer_silent(false);
             for id in &ids {
-                let o = settled_order(app, id).await;
+                let o = settled_order(&app.client, id).await;
                 assert_eq!(o["orderState"], "APPROVED", "{o}");
             }
             // Settled orders leave the count once their messages are

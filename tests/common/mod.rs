@@ -5,7 +5,9 @@
 use durasaga::actors::Runtime;
 use durasaga::config::Settings;
 use durasaga::harness::Client;
+use serde_json::Value;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A running in-process app.
 pub struct TestApp {
@@ -134,4 +136,61 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Long-polls `GET /orders/{id}` until the order is no longer PENDING.
+pub async fn settled_order(c: &Client, id: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = c
+            .get_order(id, 10)
+            .await
+            .expect("GET order")
+            .expect("order exists");
+        if v["orderState"] != "PENDING" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "order {id} still PENDING: {v}");
+    }
+}
+
+/// Polls `GET /sagas/{id}` until the saga exists and `done` holds for it.
+pub async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = c
+            .http
+            .get(format!("{}/sagas/{id}", c.url))
+            .send()
+            .await
+            .expect("GET /sagas/{id}");
+        let s = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(s == 200 || s == 404, "GET /sagas/{id}: {s} {v}");
+        if s == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {id} never became {what}: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a saga (as `GET /sagas/{id}` shows it) has ended.
+pub fn is_terminal_saga(v: &Value) -> bool {
+    matches!(
+        v["state"].as_str(),
+        Some("APPROVED" | "REJECTED" | "CANCELLED" | "FAILED")
+    )
+}
+
+/// A customer's `availableCredit` amount.
+pub async fn available(c: &Client, customer: &str) -> String {
+    let v = c.get_customer(customer).await.expect("customer");
+    v["availableCredit"]["amount"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no availableCredit in {v}"))
+        .to_owned()
 }
