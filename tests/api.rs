@@ -1045,6 +1045,19 @@ async fn until_idle(app: &TestApp) {
     .await;
 }
 
+/// An APPROVED order of a new customer, once the app is idle: its id and
+/// how many events it has.
+async fn approved_order_then_idle(app: &TestApp, customer: &str) -> (String, usize) {
+    let cid = create_customer(app, customer, "20.00").await;
+    let o = post_order(app, json!(cid), json!("5.00")).await;
+    assert_eq!(o["orderState"], "APPROVED", "{o}");
+    let oid = o["orderId"].as_str().unwrap().to_owned();
+    let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
+    let events = h["events"].as_array().expect("events").len();
+    until_idle(app).await;
+    (oid, events)
+}
+
 /// A long-poll that knows how many events the order had at a durable commit
 /// answers a record with that many events without the read barrier (under
 /// load the barrier waits for another flush of the order database); a read
@@ -1056,13 +1069,7 @@ async fn a_waiter_that_knows_the_durable_state_answers_without_waiting_for_a_flu
     use std::sync::atomic::Ordering::SeqCst;
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(app, "Known", "20.00").await;
-            let o = post_order(app, json!(cid), json!("5.00")).await;
-            assert_eq!(o["orderState"], "APPROVED", "{o}");
-            let oid = o["orderId"].as_str().unwrap().to_owned();
-            let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
-            let events = h["events"].as_array().expect("events").len();
-            until_idle(app).await;
+            let (oid, events) = approved_order_then_idle(app, "Known").await;
 
             // No flush can start while the turn is held (a blocking call, but
             // taken at once: the app is idle), and with a write in progress
@@ -1119,13 +1126,7 @@ async fn a_long_poll_reads_the_states_it_is_notified_of_without_a_barrier() {
     use durasaga::domain::OrderState;
     with_app(json!({}), |app| {
         Box::pin(async move {
-            let cid = create_customer(app, "Notified", "20.00").await;
-            let o = post_order(app, json!(cid), json!("5.00")).await;
-            assert_eq!(o["orderState"], "APPROVED", "{o}");
-            let oid = o["orderId"].as_str().unwrap().to_owned();
-            let (_, h) = get(app, &format!("/orders/{oid}/history")).await;
-            let events = h["events"].as_array().expect("events").len();
-            until_idle(app).await;
+            let (oid, events) = approved_order_then_idle(app, "Notified").await;
 
             let before = app.rt.known_durable_reads();
             let poll = tokio::spawn({
