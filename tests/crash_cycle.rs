@@ -84,11 +84,11 @@ const CHILD_ENV: &[(&str, &str)] = &[
     ("DURASAGA__SAGA__MAX_ATTEMPTS", "3"),
     ("DURASAGA__SAGA__BACKOFF_BASE_MS", "20"),
     ("DURASAGA__SAGA__BACKOFF_MAX_MS", "100"),
-    // Recovery holds the saga timers while messages are queued, up to 60 s
-    // by default; under the harness's load that is a whole incarnation, and
-    // timeouts and compensations would hardly happen after a restart. Three
-    // reply windows keep the hold (and its extension) in play and leave the
-    // timeouts their share.
+    // Recovery holds the timers of the sagas it found in flight while they
+    // are worked through, up to 60 s by default; under the harness's load
+    // that can be much of an incarnation, and timeouts and compensations
+    // would happen less after a restart. Three reply windows keep the hold
+    // (and its extension) in play and leave the timeouts their share.
     ("DURASAGA__SAGA__RECOVERY_HOLD_MAX_MS", "900"),
     // Idle entities passivate (and trim delivered messages from their
     // outboxes) after 1 s instead of 10 s: passivation and reactivation

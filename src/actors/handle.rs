@@ -277,11 +277,19 @@ impl Runtime {
         // every recovered outbox is queued (so nothing it sends can overtake
         // an older recovered envelope to the same receiver) and before every
         // durable inbox is counted.
-        let (cw, c) = recover_service(&self.customers, &mut r)?;
+        let (cw, c, hc) = recover_service(&self.customers, &mut r)?;
         crate::fault::crash_point("during_recovery");
-        let (ow, o) = recover_service(&self.orders, &mut r)?;
-        let (sw, s) = recover_service(&self.sagas, &mut r)?;
-        let (vw, v) = recover_service(&self.views, &mut r)?;
+        let (ow, o, ho) = recover_service(&self.orders, &mut r)?;
+        let (sw, s, hs) = recover_service(&self.sagas, &mut r)?;
+        let (vw, v, hv) = recover_service(&self.views, &mut r)?;
+        // The sagas the recovered work concerns are held before any service
+        // resumes, so none of them can act (and leave the hold) before it.
+        let grace = self.sagas.logic.recovery_grace();
+        let held = [hc, ho, hs, hv].concat();
+        if grace > 0 && !held.is_empty() {
+            let until = super::entity::now_millis().saturating_add(grace);
+            self.sagas.timers.hold(held, until);
+        }
         c()?;
         o()?;
         s()?;
@@ -301,7 +309,7 @@ impl Runtime {
     /// through, moves the hold to two windows ahead, but never past
     /// `saga.recovery_hold_max_ms` after start. Once it stops, the sagas
     /// still held time out at the end of the last extension (at most two
-    /// windows later). Sagas started after the restart are never held.
+    /// windows later). Sagas that new requests start are never held.
     /// `durasaga_saga_timer_hold_seconds` shows what is left of the hold,
     /// `durasaga_saga_timer_held_sagas` how many sagas it still holds.
     fn hold_timers_while_backlog_drains(&self) {
@@ -1241,12 +1249,15 @@ impl BacklogHold {
 type Resume = Box<dyn FnOnce() -> Result<(), AppError>>;
 
 /// Scans one service for pending work and queues its outboxes at their
-/// receivers; returns the receivers to wake (see [`Wakeups`]) and what
-/// resumes the service itself.
+/// receivers; returns the receivers to wake (see [`Wakeups`]), what
+/// resumes the service itself, and the sagas the recovered work concerns:
+/// those in flight and those its recovered envelopes go to (a saga a resent
+/// start message creates is recovered work too). Their timers are held (see
+/// `TimerWheel::hold`).
 fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
     r: &mut RecoveryReport,
-) -> Result<(Option<Wakeups>, Resume), AppError> {
+) -> Result<(Option<Wakeups>, Resume, Vec<String>), AppError> {
     if L::LISTED && !ctx.db.list_index_complete() {
         build_list_index(ctx)?;
     }
@@ -1255,7 +1266,8 @@ fn recover_service<L: Logic>(
     let mut wake = Vec::new();
     let mut timers = Vec::new();
     let mut with_record = std::collections::HashSet::new();
-    // Entities with a deadline (sagas in flight): their timers are held.
+    // Sagas in flight (the entities with a deadline) and the receivers of
+    // recovered envelopes in the saga service.
     let mut held = Vec::new();
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
@@ -1341,6 +1353,12 @@ fn recover_service<L: Logic>(
             wake.push(id);
         }
     }
+    held.extend(
+        outbox
+            .iter()
+            .filter(|e| e.to.service == Service::Saga)
+            .map(|e| e.to.entity.clone()),
+    );
     r.outbox_envelopes += outbox.len();
     r.entities_woken += wake.len();
     let wakeups = if outbox.is_empty() {
@@ -1351,12 +1369,12 @@ fn recover_service<L: Logic>(
     let grace = ctx.logic.recovery_grace();
     let ctx = ctx.clone();
     let resume = move || {
-        // Sagas in flight: hold their timers for one reply window from now,
-        // when every service is recovered and the resent outboxes are queued
-        // (they are as good as sent now; see `TimerWheel::hold`).
-        if grace > 0 && !held.is_empty() {
-            let until = super::entity::now_millis().saturating_add(grace);
-            ctx.timers.hold(held, until);
+        // The held sagas (registered before any service resumed) get one
+        // reply window from now, when every service is recovered and the
+        // resent outboxes are queued: they are as good as sent now.
+        if grace > 0 && ctx.timers.held() > 0 {
+            ctx.timers
+                .hold_until(super::entity::now_millis().saturating_add(grace));
         }
         for id in wake {
             ctx.send(&id, EntityMsg::Wake, true)?;
@@ -1366,7 +1384,7 @@ fn recover_service<L: Logic>(
         }
         Ok(())
     };
-    Ok((wakeups, Box::new(resume)))
+    Ok((wakeups, Box::new(resume), held))
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@
 //!
 //! Timers are not durable here: deadlines are part of each saga's durable
 //! state, and start-up recovery re-arms them. It also holds the timers of the
-//! sagas it found in flight until one reply window after it resumes them (see
+//! sagas of the recovered work (in flight, or created by a resent start
+//! message) until one reply window after it resumes them (see
 //! [`TimerWheel::hold`]), longer while the backlog the crash left is being
 //! worked through (`Runtime::hold_timers_while_backlog_drains`): it resends
 //! every outbox, so a deadline that passed during the crash fires only if the
 //! resent message got no reply either. A saga leaves the hold once it waits
-//! for nothing (ended or paused); sagas started after the restart are never
-//! held. (A recovered saga that was in backoff resends when the hold ends,
+//! for nothing (ended or paused); sagas that new requests start after the
+//! restart are never held. (A recovered saga that was in backoff resends when the hold ends,
 //! later than its deadline.) A duplicate or stale timer is harmless: the saga
 //! acts only when its current deadline has passed.
 
@@ -49,11 +50,33 @@ impl Hold {
         self.entities.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds `entities` (too) until `until` (or later, if already so).
+    fn add(&self, entities: impl IntoIterator<Item = String>, until: Millis) {
+        // `until` first, under the lock: `clear_if_over` clears an expired
+        // hold under it too.
+        let mut held = self.entities();
+        self.until.fetch_max(until, SeqCst);
+        held.extend(entities);
+        self.count.store(held.len() as u64, SeqCst);
+    }
+
     /// Whether `entity`'s timers wait for the hold's end, if it lasts at `now`.
     fn holds(&self, entity: &str, now: Millis) -> bool {
         self.until.load(SeqCst) > now
             && self.count.load(SeqCst) > 0
             && self.entities().contains(entity)
+    }
+
+    /// `entity` is held no longer. (Nothing to do once the hold is over:
+    /// the wheel forgets the whole set then.)
+    fn release(&self, entity: &str, now: Millis) {
+        if self.count.load(SeqCst) == 0 || self.until.load(SeqCst) <= now {
+            return;
+        }
+        let mut held = self.entities();
+        if held.remove(entity) {
+            self.count.store(held.len() as u64, SeqCst);
+        }
     }
 
     /// Forgets the held entities once the hold is over.
@@ -92,23 +115,19 @@ impl TimerWheel {
         let _ = self.tx.send((deadline, entity.to_owned()));
     }
 
-    /// Holds the timers of `entities` until `until`. Start-up recovery of
-    /// the saga service holds those of the sagas it found in flight one
-    /// reply window ahead: the outboxes it resends are as good as sent now,
+    /// Holds the timers of `entities` until `until`. Start-up recovery
+    /// holds those of the sagas of the recovered work one reply window
+    /// ahead: the outboxes it resends are as good as sent now,
     /// and a saga must not time out on a message whose receiver is still
     /// working through the backlog the crash left (a large backlog otherwise
     /// made every saga time out and retry at once). Timers of other
-    /// entities, such as sagas started after the restart, fire as usual.
+    /// entities, such as sagas new requests start after the restart, fire as
+    /// usual.
     ///
     /// The hold may be extended while it lasts ([`Self::hold_until`]), and an
     /// entity leaves it once it waits for nothing ([`Self::release`]).
     pub fn hold(&self, entities: impl IntoIterator<Item = String>, until: Millis) {
-        // `until` first, under the lock: the wheel clears an expired hold
-        // under it too (see `Hold::clear_if_over`).
-        let mut held = self.hold.entities();
-        self.hold.until.fetch_max(until, SeqCst);
-        held.extend(entities);
-        self.hold.count.store(held.len() as u64, SeqCst);
+        self.hold.add(entities, until);
     }
 
     /// Extends the hold to `t` (timers it pushed back wait for `t` too).
@@ -129,13 +148,7 @@ impl TimerWheel {
     /// `entity` waits for no reply any more (it ended or paused): its timers
     /// are held no longer.
     pub fn release(&self, entity: &str) {
-        if self.hold.count.load(SeqCst) == 0 {
-            return;
-        }
-        let mut held = self.hold.entities();
-        if held.remove(entity) {
-            self.hold.count.store(held.len() as u64, SeqCst);
-        }
+        self.hold.release(entity, now_millis());
     }
 }
 
@@ -193,8 +206,52 @@ async fn run<L: Logic>(
             }
             _ = sweep.tick() => {
                 let Some(ctx) = ctx.upgrade() else { continue }; // as above
+                hold.clear_if_over(now_millis());
                 ctx.sweep_idle();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::Hold;
+
+    #[test]
+    fn only_the_held_entities_wait_and_only_while_the_hold_lasts() {
+        let h = Hold::default();
+        h.add(["s-1".to_owned(), "s-2".to_owned()], 1_000);
+        assert!(h.holds("s-1", 999));
+        assert!(!h.holds("s-3", 999), "a saga started later is not held");
+        assert!(!h.holds("s-1", 1_000), "the hold is over at its end");
+        // Extended: held again, until the new end.
+        h.add([], 2_000);
+        assert!(h.holds("s-2", 1_500));
+    }
+
+    #[test]
+    fn a_released_entity_waits_no_more() {
+        let h = Hold::default();
+        h.add(["s-1".to_owned(), "s-2".to_owned()], 1_000);
+        h.release("s-1", 10);
+        assert!(!h.holds("s-1", 10));
+        assert!(h.holds("s-2", 10));
+        h.release("s-2", 10);
+        assert_eq!(h.count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_set_is_forgotten_once_the_hold_is_over() {
+        let h = Hold::default();
+        h.add(["s-1".to_owned()], 1_000);
+        h.clear_if_over(999);
+        assert!(h.holds("s-1", 999), "not over yet");
+        h.clear_if_over(1_000);
+        assert_eq!(h.count.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(h.entities().is_empty());
+        // A hold made afterwards starts from nothing.
+        h.add(["s-2".to_owned()], 3_000);
+        assert!(!h.holds("s-1", 2_000));
+        assert!(h.holds("s-2", 2_000));
     }
 }
