@@ -148,7 +148,11 @@ impl TimerWheel {
     /// `entity` waits for no reply any more (it ended or paused): its timers
     /// are held no longer.
     pub fn release(&self, entity: &str) {
-        self.hold.release(entity, now_millis());
+        // Called for every message an entity handles: one load when nothing
+        // is held.
+        if self.hold.count.load(SeqCst) > 0 {
+            self.hold.release(entity, now_millis());
+        }
     }
 }
 
