@@ -27,29 +27,9 @@ pub fn set_customer_silent(on: bool) {
     CUSTOMER_SILENT.store(on, SeqCst);
 }
 
-/// Whether the CustomerActor of `customer` should stay silent: all are
-/// while [`set_customer_silent`] is on, one while [`set_silent_customer`]
-/// names it.
-pub fn customer_silent(customer: &str) -> bool {
+/// Whether CustomerActors should stay silent.
+pub fn customer_silent() -> bool {
     CUSTOMER_SILENT.load(SeqCst)
-        || (ONE_SILENT.load(SeqCst)
-            && SILENT_CUSTOMER
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_deref()
-                == Some(customer))
-}
-
-/// Whether [`SILENT_CUSTOMER`] names one (checked without its lock).
-static ONE_SILENT: AtomicBool = AtomicBool::new(false);
-static SILENT_CUSTOMER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-/// While `Some(id)`, the CustomerActor of `id` alone consumes messages
-/// without answering.
-pub fn set_silent_customer(customer: Option<&str>) {
-    let mut one = SILENT_CUSTOMER.lock().unwrap_or_else(|p| p.into_inner());
-    *one = customer.map(str::to_owned);
-    ONE_SILENT.store(one.is_some(), SeqCst);
 }
 
 /// Whether a flush panic is armed (checked without a lock on every flush).

@@ -11,9 +11,7 @@
 
 mod common;
 
-use common::{
-    available, is_terminal_saga, saga_until, settled_order, spawn_app_with, with_app, TestApp,
-};
+use common::{available, ended_saga, settled_order, spawn_app_with, with_app, TestApp};
 use reqwest::header::{HeaderMap, ALLOW, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -164,7 +162,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
 
             // The saga ends just after the order does.
             let saga_id = o["sagaId"].as_str().expect("sagaId").to_owned();
-            let saga = saga_until(&app.client, &saga_id, "ended", is_terminal_saga).await;
+            let saga = ended_saga(&app.client, &saga_id).await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             assert_eq!(saga["orderId"], oid.as_str());
             assert_eq!(saga["customerId"], cid.as_str());
@@ -176,7 +174,7 @@ async fn orders_are_approved_or_rejected_against_the_credit_limit() {
             // The rejected sagas end REJECTED with their reason.
             for o in [&too_big, &unknown] {
                 let sid = o["sagaId"].as_str().unwrap();
-                let s = saga_until(&app.client, sid, "ended", is_terminal_saga).await;
+                let s = ended_saga(&app.client, sid).await;
                 assert_eq!(s["state"], "REJECTED", "{s}");
                 assert_eq!(s["rejectionReason"], o["rejectionReason"], "{s}");
             }
@@ -837,13 +835,7 @@ async fn health_openapi_and_metrics() {
             // Metrics after a saga ended.
             let cid = create_customer(app, "Metered", "10.00").await;
             let o = post_order(app, json!(cid), json!("1.00")).await;
-            saga_until(
-                &app.client,
-                o["sagaId"].as_str().unwrap(),
-                "ended",
-                is_terminal_saga,
-            )
-            .await;
+            ended_saga(&app.client, o["sagaId"].as_str().unwrap()).await;
             let resp = app
                 .client
                 .http
@@ -878,8 +870,8 @@ async fn admin_lists_sagas_and_dead_letters() {
             let no = post_order(app, json!(cid), json!("100.00")).await;
             let ok_saga = ok["sagaId"].as_str().unwrap().to_owned();
             let no_saga = no["sagaId"].as_str().unwrap().to_owned();
-            saga_until(&app.client, &ok_saga, "ended", is_terminal_saga).await;
-            saga_until(&app.client, &no_saga, "ended", is_terminal_saga).await;
+            ended_saga(&app.client, &ok_saga).await;
+            ended_saga(&app.client, &no_saga).await;
 
             let (s, v) = get(app, "/sagas").await;
             assert_eq!(s, StatusCode::OK, "GET /sagas: {v}");

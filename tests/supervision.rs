@@ -8,10 +8,7 @@
 
 mod common;
 
-use common::{
-    available, exclusive, is_terminal_saga, saga_until, settled_order, spawn_app_with, with_app,
-    TestApp,
-};
+use common::{available, ended_saga, exclusive, settled_order, spawn_app_with, with_app, TestApp};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -85,13 +82,7 @@ async fn a_panicking_customer_actor_is_restarted_and_the_saga_completes() {
             // letter, and the saga needed no retry of its own.
             let dead = app.rt.store.customer.deadletter_list(None, 10).unwrap();
             assert!(dead.is_empty(), "unexpected dead letters: {dead:?}");
-            let saga = saga_until(
-                &app.client,
-                o["sagaId"].as_str().unwrap(),
-                "ended",
-                is_terminal_saga,
-            )
-            .await;
+            let saga = ended_saga(&app.client, o["sagaId"].as_str().unwrap()).await;
             assert_eq!(saga["state"], "APPROVED", "{saga}");
             let c = causes(&saga);
             assert!(
@@ -148,13 +139,7 @@ async fn a_poison_message_goes_to_the_dead_letters_and_the_saga_still_ends() {
             assert!(restarts >= 2, "only {restarts} restarts");
 
             // The saga compensated, then rejected the order.
-            let saga = saga_until(
-                &app.client,
-                o["sagaId"].as_str().unwrap(),
-                "ended",
-                is_terminal_saga,
-            )
-            .await;
+            let saga = ended_saga(&app.client, o["sagaId"].as_str().unwrap()).await;
             assert_eq!(saga["state"], "REJECTED", "{saga}");
             assert_eq!(saga["rejectionReason"], "CREDIT_CHECK_TIMEOUT", "{saga}");
             let c = causes(&saga);

@@ -428,8 +428,9 @@ async fn once_all_settled(rt: &durasaga::actors::Runtime, n: usize) -> (usize, u
 
 /// A crash can leave more queued work than one reply window clears. While
 /// the services work through that backlog, recovery holds the timers of the
-/// sagas it found in flight (see `Runtime::hold_timers_while_backlog_drains`): no step times out on a
-/// message still waiting in the queue, so none is resent into it, and no
+/// sagas it found in flight (see `Runtime::hold_timers_while_backlog_drains`):
+/// no step times out on a message still waiting in the queue, so none is
+/// resent into it, and no
 /// order is rejected with CREDIT_CHECK_TIMEOUT for want of patience. With the
 /// hold limited to the one window (`recovery_hold_max_ms` = the reply
 /// timeout), the same backlog makes sagas time out: the check can fail.
@@ -567,4 +568,6 @@ async fn sagas_started_after_a_restart_are_not_held() {
     let (_, not_approved) = once_all_settled(&rt, IN_FLIGHT + 1).await;
     assert_eq!(not_approved, 0);
     rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
 }

@@ -121,6 +121,12 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn deadline(&self, _state: &Option<Self::State>) -> Option<Millis> {
         None
     }
+    /// Whether the entity waits for a reply whose timeout recovery may hold
+    /// (see `TimerWheel::hold`): not when its next timer is its own doing,
+    /// such as the end of a backoff, which only the timer can move on.
+    fn awaits_reply(&self, state: &Option<Self::State>) -> bool {
+        self.deadline(state).is_some()
+    }
     /// Whether the entity is done for now (a terminal saga, a settled order):
     /// it is passivated as soon as its outbox is delivered.
     fn finished(&self, _state: &Option<Self::State>) -> bool {
@@ -132,9 +138,9 @@ pub trait Logic: Send + Sync + Sized + 'static {
     fn needs_recovery(&self, rec: &EntityRecord<Self::State>) -> bool {
         !rec.outbox.is_empty() || self.deadline(&rec.state).is_some()
     }
-    /// How long after recovery resumes a service the timers of the entities
-    /// it found with deadlines pending are held (see `TimerWheel::hold`): a
-    /// saga's reply window; 0 (no hold) for services without timers.
+    /// How long after recovery resumes the saga service the timers of the
+    /// sagas of the recovered work are held at least (see `TimerWheel::hold`):
+    /// a saga's reply window. Only the saga service's is used; 0 elsewhere.
     fn recovery_grace(&self) -> Millis {
         0
     }
@@ -753,10 +759,12 @@ fn remove_consumed<L: Logic>(
 
 fn arm_timer<L: Logic>(st: &mut EntityState<L>) {
     let Some(rec) = st.rec.as_ref() else { return };
-    let Some(deadline) = st.ctx.logic.deadline(&rec.state) else {
-        // Waiting for nothing (durably: this runs after the commit): a saga
+    if !st.ctx.logic.awaits_reply(&rec.state) {
+        // Waiting for no reply (durably: this runs after the commit): a saga
         // recovery held leaves the hold.
         st.ctx.timers.release(&st.id);
+    }
+    let Some(deadline) = st.ctx.logic.deadline(&rec.state) else {
         return;
     };
     if st.timer_for == Some(deadline) {

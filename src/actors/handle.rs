@@ -299,7 +299,8 @@ impl Runtime {
         Ok((r, wakeups))
     }
 
-    /// Recovery holds the timers of the sagas it finds in flight for one
+    /// Recovery holds the timers of the sagas of the recovered work (in
+    /// flight and waiting for a reply, or sent a recovered message) for one
     /// reply window (see `TimerWheel::hold`). A crash can leave a backlog
     /// that takes several windows to work through (100,000 sagas take ~20 s
     /// here); a step whose message still waits in that queue has not been
@@ -317,7 +318,8 @@ impl Runtime {
         let start = super::entity::now_millis();
         let limit = start.saturating_add(self.settings.saga.recovery_hold_max_ms as Millis);
         let held = self.sagas.timers.held();
-        // No hold: no saga was in flight (or none may last beyond a window).
+        // No hold (no saga was held), or `recovery_hold_max_ms` allows no
+        // more than the first window.
         if held == 0 || limit <= start.saturating_add(window) {
             return;
         }
@@ -352,27 +354,32 @@ impl Runtime {
             queued,
             until,
             limit,
-            "recovery holds the timers of the sagas in flight while they are worked through"
+            "recovery holds the timers of the recovered sagas while they are worked through"
         );
         let sagas = self.sagas.clone();
+        // The set of held sagas stays, and stays accurate, while this task
+        // may extend the hold, even if a look comes late.
+        sagas.timers.hold_extended(true);
         let task = tokio::spawn(async move {
             let mut hold = BacklogHold::new(start, window, &services);
             loop {
                 tokio::time::sleep(look_every).await;
                 let now = super::entity::now_millis();
-                let waiting = sagas.timers.held();
-                if !hold.goes_on(now, &look(), waiting) {
-                    tracing::info!(sagas = waiting, "recovery's timer hold ends");
+                let held = sagas.timers.held();
+                if !hold.goes_on(now, &look(), held) {
+                    tracing::info!(sagas = held, "recovery's timer hold ends");
+                    sagas.timers.hold_extended(false);
                     return;
                 }
                 let until = ahead(now);
                 sagas.timers.hold_until(until);
                 if until >= limit {
                     tracing::info!(
-                        sagas = waiting,
+                        sagas = held,
                         until,
                         "recovery's timer hold ends at saga.recovery_hold_max_ms"
                     );
+                    sagas.timers.hold_extended(false);
                     return;
                 }
             }
@@ -1187,13 +1194,13 @@ fn page<T>(
     }
 }
 
-/// Whether recovery goes on holding the timers of the sagas it found in
-/// flight (see `Runtime::hold_timers_while_backlog_drains`), from how many of
-/// them still wait for a reply and what each service sagas wait on has
-/// handled and has queued at each look.
+/// Whether recovery goes on holding the timers of the sagas of the recovered
+/// work (see `Runtime::hold_timers_while_backlog_drains`), from how many of
+/// them are still held (each leaves once it waits for no reply) and what
+/// each service sagas wait on has handled and has queued at each look.
 ///
-/// It goes on while some of those sagas wait and messages are queued for
-/// some service. It ends at the first look that finds none of them waiting
+/// It goes on while some of those sagas are held and messages are queued for
+/// some service. It ends at the first look that finds none of them held
 /// (they are worked through, whatever new load came since), or nothing
 /// queued, or a service with messages queued that has handled none for a
 /// whole reply window (counted from the last look that saw it handle some or
@@ -1221,10 +1228,10 @@ impl BacklogHold {
     }
 
     /// A look at `now` with the services in the order given to [`Self::new`]
-    /// and the number of held sagas still `waiting`.
-    pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)], waiting: u64) -> bool {
+    /// and the number of sagas still `held`.
+    pub fn goes_on(&mut self, now: Millis, services: &[(u64, u64)], held: u64) -> bool {
         let since = std::mem::replace(&mut self.last_look, now);
-        if waiting == 0 {
+        if held == 0 {
             return false;
         }
         let mut queued_somewhere = false;
@@ -1251,8 +1258,9 @@ type Resume = Box<dyn FnOnce() -> Result<(), AppError>>;
 /// Scans one service for pending work and queues its outboxes at their
 /// receivers; returns the receivers to wake (see [`Wakeups`]), what
 /// resumes the service itself, and the sagas the recovered work concerns:
-/// those in flight and those its recovered envelopes go to (a saga a resent
-/// start message creates is recovered work too). Their timers are held (see
+/// those in flight that wait for a reply and those its recovered envelopes
+/// and durable inbox entries go to (a saga a resent start message creates
+/// is recovered work too). Their timers are held (see
 /// `TimerWheel::hold`).
 fn recover_service<L: Logic>(
     ctx: &Arc<ServiceCtx<L>>,
@@ -1266,8 +1274,8 @@ fn recover_service<L: Logic>(
     let mut wake = Vec::new();
     let mut timers = Vec::new();
     let mut with_record = std::collections::HashSet::new();
-    // Sagas in flight (the entities with a deadline) and the receivers of
-    // recovered envelopes in the saga service.
+    // Sagas in flight that wait for a reply, and the sagas recovered
+    // envelopes and durable inbox entries go to.
     let mut held = Vec::new();
     // Only the entities in the `active` index; every record once, for data
     // written before the index existed (and the index is built on the way).
@@ -1325,6 +1333,8 @@ fn recover_service<L: Logic>(
         }
         if deadline.is_some() {
             r.active_sagas += 1;
+        }
+        if ctx.logic.awaits_reply(&rec.state) {
             held.push(id.clone());
         }
         with_record.insert(id);
@@ -1350,6 +1360,10 @@ fn recover_service<L: Logic>(
         }
         if span.last > cursor {
             ctx.add_depth(&id, ctx.db.inbox_depth(&id, cursor)? as u64);
+            if L::SERVICE == Service::Saga {
+                // Recovered work for a saga (maybe one it starts).
+                held.push(id.clone());
+            }
             wake.push(id);
         }
     }
@@ -1370,8 +1384,10 @@ fn recover_service<L: Logic>(
     let ctx = ctx.clone();
     let resume = move || {
         // The held sagas (registered before any service resumed) get one
-        // reply window from now, when every service is recovered and the
-        // resent outboxes are queued: they are as good as sent now.
+        // reply window from now, not from the end of the scans: every
+        // service is recovered and the resent outboxes are queued now, so
+        // they are as good as sent now (resuming the other services, which
+        // sends their wake-ups, may have taken a while).
         if grace > 0 && ctx.timers.held() > 0 {
             ctx.timers
                 .hold_until(super::entity::now_millis().saturating_add(grace));

@@ -124,7 +124,7 @@ impl Logic for CustomerLogic {
         Ok(())
     }
 
-    fn on_envelope(&self, cx: &mut Cx, id: &str, state: &mut Option<Customer>, env: &Envelope) {
+    fn on_envelope(&self, cx: &mut Cx, _id: &str, state: &mut Option<Customer>, env: &Envelope) {
         let (order_id, cmd) = match &env.payload {
             Payload::ReserveCredit {
                 order_id, amount, ..
@@ -149,7 +149,7 @@ impl Logic for CustomerLogic {
                 return;
             }
         };
-        if crate::fault::customer_silent(id) {
+        if crate::fault::customer_silent() {
             return;
         }
         let reply = match state.as_mut() {
@@ -617,6 +617,13 @@ impl Logic for SagaLogic {
             .filter(|s| s.phase.is_active())
             .and_then(|s| s.deadline)
     }
+
+    /// A saga in backoff waits for its own timer, not for a reply.
+    fn awaits_reply(&self, state: &Option<SagaState>) -> bool {
+        state
+            .as_ref()
+            .is_some_and(|s| s.phase.is_active() && s.deadline.is_some() && !s.in_backoff)
+    }
 }
 
 // ------------------------------------------------------------------- views
@@ -723,4 +730,40 @@ impl Logic for ViewLogic {
     }
 
     fn on_command(&self, _cx: &mut Cx, _id: &str, _state: &mut Option<CustomerHistory>, _cmd: ()) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SagaLogic;
+    use crate::actors::entity::Logic;
+    use crate::domain::{saga, CustomerId, Money, OrderId, SagaKind, SagaPhase, SagaPolicy};
+
+    #[test]
+    fn a_saga_awaits_a_reply_only_while_a_step_is_out_and_not_in_backoff() {
+        let policy = SagaPolicy::default();
+        let logic = SagaLogic { policy };
+        let t = saga::start(
+            crate::domain::SagaId::parse("s-1").expect("id"),
+            SagaKind::CreateOrder,
+            OrderId::parse("o-1").expect("id"),
+            CustomerId::parse("c-1").expect("id"),
+            Money::from_cents(100).expect("money"),
+            0,
+            &policy,
+        );
+        let mut s = Some(t.state);
+        assert!(logic.awaits_reply(&s), "ReserveCredit is out");
+        s.as_mut().unwrap().in_backoff = true;
+        assert!(
+            !logic.awaits_reply(&s),
+            "in backoff it waits for its own timer"
+        );
+        assert!(logic.deadline(&s).is_some());
+        s.as_mut().unwrap().in_backoff = false;
+        s.as_mut().unwrap().phase = SagaPhase::Paused;
+        assert!(!logic.awaits_reply(&s));
+        s.as_mut().unwrap().phase = SagaPhase::Approved;
+        assert!(!logic.awaits_reply(&s));
+        assert!(!logic.awaits_reply(&None));
+    }
 }

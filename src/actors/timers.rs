@@ -12,16 +12,16 @@
 //! worked through (`Runtime::hold_timers_while_backlog_drains`): it resends
 //! every outbox, so a deadline that passed during the crash fires only if the
 //! resent message got no reply either. A saga leaves the hold once it waits
-//! for nothing (ended or paused); sagas that new requests start after the
-//! restart are never held. (A recovered saga that was in backoff resends when the hold ends,
-//! later than its deadline.) A duplicate or stale timer is harmless: the saga
+//! for no reply (ended, paused, or in backoff); one that was in backoff at
+//! the crash is not held at all, and neither are sagas that new requests
+//! start after the restart. A duplicate or stale timer is harmless: the saga
 //! acts only when its current deadline has passed.
 
 use super::entity::{now_millis, EntityMsg, Logic, ServiceCtx};
 use crate::domain::Millis;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -43,6 +43,9 @@ struct Hold {
     /// message an entity handles, skip the lock when none is.
     count: AtomicU64,
     entities: Mutex<HashSet<String>>,
+    /// Whether someone may still extend the hold (see
+    /// [`TimerWheel::hold_extended`]): the set is kept until then.
+    extended: AtomicBool,
 }
 
 impl Hold {
@@ -67,10 +70,9 @@ impl Hold {
             && self.entities().contains(entity)
     }
 
-    /// `entity` is held no longer. (Nothing to do once the hold is over:
-    /// the wheel forgets the whole set then.)
-    fn release(&self, entity: &str, now: Millis) {
-        if self.count.load(SeqCst) == 0 || self.until.load(SeqCst) <= now {
+    /// `entity` is held no longer.
+    fn release(&self, entity: &str) {
+        if self.count.load(SeqCst) == 0 {
             return;
         }
         let mut held = self.entities();
@@ -79,11 +81,13 @@ impl Hold {
         }
     }
 
-    /// Forgets the held entities once the hold is over.
+    /// Forgets the held entities once the hold is over and nobody may
+    /// extend it any more (a late extension keeps them).
     fn clear_if_over(&self, now: Millis) {
-        if self.count.load(SeqCst) > 0 && self.until.load(SeqCst) <= now {
+        let over = || self.until.load(SeqCst) <= now && !self.extended.load(SeqCst);
+        if self.count.load(SeqCst) > 0 && over() {
             let mut e = self.entities();
-            if self.until.load(SeqCst) <= now {
+            if over() {
                 e.clear();
                 self.count.store(0, SeqCst);
             }
@@ -140,7 +144,8 @@ impl TimerWheel {
         self.hold.until.load(SeqCst)
     }
 
-    /// How many entities the hold still covers (0 once it is over).
+    /// How many entities the hold covers (the set is forgotten soon after
+    /// the hold is over: at the wheel's next due timer or sweep).
     pub fn held(&self) -> u64 {
         self.hold.count.load(SeqCst)
     }
@@ -150,9 +155,14 @@ impl TimerWheel {
     pub fn release(&self, entity: &str) {
         // Called for every message an entity handles: one load when nothing
         // is held.
-        if self.hold.count.load(SeqCst) > 0 {
-            self.hold.release(entity, now_millis());
-        }
+        self.hold.release(entity);
+    }
+
+    /// While `true`, the hold may still be extended (the task that extends
+    /// it runs): the held set is kept, even past the current end, so that a
+    /// late extension still covers exactly the sagas that wait.
+    pub fn hold_extended(&self, on: bool) {
+        self.hold.extended.store(on, SeqCst);
     }
 }
 
@@ -237,10 +247,10 @@ mod hold_tests {
     fn a_released_entity_waits_no_more() {
         let h = Hold::default();
         h.add(["s-1".to_owned(), "s-2".to_owned()], 1_000);
-        h.release("s-1", 10);
+        h.release("s-1");
         assert!(!h.holds("s-1", 10));
         assert!(h.holds("s-2", 10));
-        h.release("s-2", 10);
+        h.release("s-2");
         assert_eq!(h.count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
@@ -257,5 +267,21 @@ mod hold_tests {
         h.add(["s-2".to_owned()], 3_000);
         assert!(!h.holds("s-1", 2_000));
         assert!(h.holds("s-2", 2_000));
+    }
+
+    #[test]
+    fn the_set_is_kept_past_the_end_while_the_hold_may_be_extended() {
+        let h = Hold::default();
+        h.add(["s-1".to_owned(), "s-2".to_owned()], 1_000);
+        h.extended.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The extension comes late: the set is kept, and releases counted.
+        h.clear_if_over(1_500);
+        h.release("s-1");
+        h.add([], 4_000);
+        assert!(!h.holds("s-1", 2_000));
+        assert!(h.holds("s-2", 2_000));
+        h.extended.store(false, std::sync::atomic::Ordering::SeqCst);
+        h.clear_if_over(4_000);
+        assert_eq!(h.count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

@@ -81,7 +81,6 @@ struct Disarm;
 impl Drop for Disarm {
     fn drop(&mut self) {
         durasaga::fault::set_customer_silent(false);
-        durasaga::fault::set_silent_customer(None);
         durasaga::fault::arm_customer_panics(0);
     }
 }
@@ -174,6 +173,28 @@ pub async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) 
             Instant::now() < deadline,
             "saga {id} never became {what}: {s} {v}"
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `GET /sagas/{id}` of a saga that exists (every answer must be 200)
+/// until it has ended.
+pub async fn ended_saga(c: &Client, id: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = c
+            .http
+            .get(format!("{}/sagas/{id}", c.url))
+            .send()
+            .await
+            .expect("GET /sagas/{id}");
+        let s = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(s, 200, "GET /sagas/{id}: {v}");
+        if is_terminal_saga(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "saga {id} did not end: {v}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
