@@ -155,6 +155,22 @@ pub async fn settled_order(c: &Client, id: &str) -> Value {
 
 /// Polls `GET /sagas/{id}` until the saga exists and `done` holds for it.
 pub async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    poll_saga(c, id, what, true, done).await
+}
+
+/// Polls `GET /sagas/{id}` of a saga that exists (every answer must be 200)
+/// until it has ended.
+pub async fn ended_saga(c: &Client, id: &str) -> Value {
+    poll_saga(c, id, "ended", false, is_terminal_saga).await
+}
+
+async fn poll_saga(
+    c: &Client,
+    id: &str,
+    what: &str,
+    may_be_missing: bool,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let resp = c
@@ -165,7 +181,10 @@ pub async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) 
             .expect("GET /sagas/{id}");
         let s = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(s == 200 || s == 404, "GET /sagas/{id}: {s} {v}");
+        assert!(
+            s == 200 || (may_be_missing && s == 404),
+            "GET /sagas/{id}: {s} {v}"
+        );
         if s == 200 && done(&v) {
             return v;
         }
@@ -173,28 +192,6 @@ pub async fn saga_until(c: &Client, id: &str, what: &str, done: impl Fn(&Value) 
             Instant::now() < deadline,
             "saga {id} never became {what}: {s} {v}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Polls `GET /sagas/{id}` of a saga that exists (every answer must be 200)
-/// until it has ended.
-pub async fn ended_saga(c: &Client, id: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let resp = c
-            .http
-            .get(format!("{}/sagas/{id}", c.url))
-            .send()
-            .await
-            .expect("GET /sagas/{id}");
-        let s = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert_eq!(s, 200, "GET /sagas/{id}: {v}");
-        if is_terminal_saga(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "saga {id} did not end: {v}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
