@@ -58,9 +58,10 @@ enum Command {
         /// Sagas to run (default 10000 unless --duration is given).
         #[arg(long)]
         orders: Option<usize>,
-        /// Run for this many seconds instead of a fixed number of orders.
-        #[arg(long)]
-        duration: Option<f64>,
+        /// Run this long instead of a fixed number of orders: seconds
+        /// (`30`, `2.5`) or with a unit (`30s`, `500ms`, `2m`, `1h 30m`).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
         /// Concurrent clients.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -156,6 +157,21 @@ fn install_panic_hook() {
     }));
 }
 
+/// `--duration`: a number of seconds, or a duration with units.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?}: seconds must be finite, at least 0 and below 2^64"))?,
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("{s:?} is not a duration ({e}); try 30, 30s, 500ms, 2m or 1h 30m")
+        })?,
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than 0".into());
+    }
+    Ok(d)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     install_panic_hook();
@@ -204,7 +220,7 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     Some(orders.unwrap_or(10_000))
                 },
-                duration: duration.map(std::time::Duration::from_secs_f64),
+                duration,
                 concurrency,
                 credit_limit,
                 amounts: durasaga::loadgen::parse_amounts(&amounts)?,
@@ -261,6 +277,24 @@ fn main() -> anyhow::Result<()> {
                 Demo::Supervision => rt.block_on(durasaga::demo::supervision(settings)),
                 Demo::Crash { orders } => rt.block_on(durasaga::demo::crash(orders)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_seconds_or_carry_units_and_bad_ones_are_refused() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2_500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        for bad in ["-1", "nan", "inf", "1e30", "0", "0s", "abc", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }
