@@ -162,7 +162,7 @@ impl Client {
             .send()
             .await?;
         if r.status().as_u16() != 201 {
-            bail!("POST /customers answered {}", r.status());
+            return Err(refused("POST /customers", r).await);
         }
         let v: Value = r.json().await?;
         v["customerId"]
@@ -187,7 +187,7 @@ impl Client {
         }
         let r = req.send().await?;
         if r.status().as_u16() != 201 {
-            bail!("POST /orders answered {}", r.status());
+            return Err(refused("POST /orders", r).await);
         }
         Ok(r.json().await?)
     }
@@ -202,7 +202,7 @@ impl Client {
         match r.status().as_u16() {
             200 => Ok(Some(r.json().await?)),
             404 => Ok(None),
-            s => bail!("GET /orders/{id} answered {s}"),
+            _ => Err(refused(&format!("GET /orders/{id}"), r).await),
         }
     }
 
@@ -214,7 +214,7 @@ impl Client {
             .send()
             .await?;
         if !r.status().is_success() {
-            bail!("GET /customers/{id} answered {}", r.status());
+            return Err(refused(&format!("GET /customers/{id}"), r).await);
         }
         Ok(r.json().await?)
     }
@@ -299,3 +299,15 @@ pub fn check_data_dir(exe: &Path, dir: &Path) -> anyhow::Result<(bool, String)> 
     let clean = out.status.success() && stdout.contains("0 violations");
     Ok((clean, format!("{stdout}{stderr}")))
 }
+
+/// The error for a request the service did not answer as expected: its
+/// status, and its error code and message if the body has them.
+async fn refused(what: &str, r: reqwest::Response) -> anyhow::Error {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    match (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
+        (Some(code), Some(message)) => anyhow!("{what} answered {status}: {code}: {message}"),
+        _ => anyhow!("{what} answered {status}"),
+    }
+}
+
