@@ -305,9 +305,11 @@ pub fn check_data_dir(exe: &Path, dir: &Path) -> anyhow::Result<(bool, String)> 
 async fn refused(what: &str, r: reqwest::Response) -> anyhow::Error {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    match (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
+    match (
+        body["error"]["code"].as_str(),
+        body["error"]["message"].as_str(),
+    ) {
         (Some(code), Some(message)) => anyhow!("{what} answered {status}: {code}: {message}"),
         _ => anyhow!("{what} answered {status}"),
     }
 }
-
