@@ -571,3 +571,79 @@ async fn sagas_started_after_a_restart_are_not_held() {
     drop(rt);
     common::wait_unregistered().await;
 }
+
+/// A saga that a resent start message creates after a restart is recovered
+/// work too: recovery holds it like the sagas in flight. The order's
+/// StartSaga never reached a saga before the restart (the saga service took
+/// no new actors), so the saga is born after it, its customer silent: it
+/// times out only when the hold's first extension (two windows) ends, not
+/// one window after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_started_by_a_resent_message_is_held() {
+    use durasaga::actors::entity::now_millis;
+    use durasaga::actors::Runtime;
+    use durasaga::domain::Money;
+    const W: i64 = 2_000;
+    let _one_app = common::exclusive().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = durasaga::config::Settings::defaults()
+        .with(json!({
+            "storage": {"data_dir": dir.path()},
+            "saga": {"reply_timeout_ms": W, "max_attempts": 3, "recovery_hold_max_ms": 60_000},
+        }))
+        .expect("settings");
+    let rt = Runtime::start(settings.clone()).await.expect("start");
+    let customer = rt
+        .create_customer("Later".into(), Money::from_cents(10_000).unwrap(), None)
+        .await
+        .expect("customer");
+    rt.sagas.close();
+    let order = rt
+        .create_order(customer.id.clone(), Money::from_cents(1_000).unwrap(), None)
+        .await
+        .expect("order");
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
+
+    durasaga::fault::set_customer_silent(true);
+    let started = now_millis();
+    let rt = Runtime::start(settings).await.expect("restart");
+    assert_eq!(
+        rt.saga_timer_held_sagas(),
+        1,
+        "the saga of the resent StartSaga should be held"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let timed_out_at = loop {
+        let s = rt.get_saga(&order.saga_id).await.expect("saga");
+        if let Some(h) = s
+            .as_ref()
+            .and_then(|s| s.history.iter().find(|h| h.cause == "Timeout"))
+        {
+            break h.at;
+        }
+        assert!(Instant::now() < deadline, "the saga never timed out: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        timed_out_at >= started + W + W / 2,
+        "timed out {} ms after the restart: not held",
+        timed_out_at - started
+    );
+    durasaga::fault::set_customer_silent(false);
+    let o = rt
+        .wait_order(
+            order.order.id.as_str(),
+            Duration::from_secs(30),
+            None,
+            |v| v.order.state.is_settled(),
+        )
+        .await
+        .expect("order")
+        .expect("order exists");
+    assert!(o.order.state.is_settled(), "{:?}", o.order.state);
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
+}
