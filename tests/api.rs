@@ -854,6 +854,16 @@ async fn health_openapi_and_metrics() {
                 text.contains("durasaga_saga_outcomes_total"),
                 "no saga outcomes in /metrics:\n{text}"
             );
+            // No restart with sagas in flight: recovery holds nothing.
+            for gauge in [
+                "durasaga_saga_timer_hold_seconds 0",
+                "durasaga_saga_timer_held_sagas 0",
+            ] {
+                assert!(
+                    text.lines().any(|l| l == gauge),
+                    "no `{gauge}` in /metrics:\n{text}"
+                );
+            }
         })
     })
     .await;
