@@ -331,9 +331,7 @@ async fn after_a_restart_a_resent_message_gets_a_whole_reply_window() {
         .expect("customer");
     // After a restart no customer actor is live, and then none may start:
     // ReserveCredit stays in the saga's outbox.
-    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    drop(rt);
-    common::wait_unregistered().await;
+    stop(rt).await;
     let rt = Runtime::start(settings.clone()).await.expect("restart");
     rt.customers.close();
     let order = rt
@@ -356,9 +354,7 @@ async fn after_a_restart_a_resent_message_gets_a_whole_reply_window() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    drop(rt);
-    common::wait_unregistered().await;
+    stop(rt).await;
 
     // Down until the reply deadline has passed.
     while durasaga::actors::entity::now_millis() <= reply_due {
@@ -367,25 +363,41 @@ async fn after_a_restart_a_resent_message_gets_a_whole_reply_window() {
     durasaga::fault::set_customer_silent(true);
     let restarted_at = durasaga::actors::entity::now_millis();
     let rt = Runtime::start(settings).await.expect("restart");
-    let deadline = Instant::now() + DEADLINE;
-    let timed_out_at = loop {
-        let s = rt
-            .get_saga(&order.saga_id)
-            .await
-            .expect("saga")
-            .expect("saga exists");
-        if let Some(h) = s.history.iter().find(|h| h.cause == "Timeout") {
-            break h.at;
-        }
-        assert!(Instant::now() < deadline, "the saga never timed out: {s:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let timed_out_at = first_timeout(&rt, &order.saga_id).await;
     rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
     assert!(
         timed_out_at >= restarted_at + REPLY_TIMEOUT_MS,
         "timed out {} ms after the restart; the resent ReserveCredit deserved {REPLY_TIMEOUT_MS} ms",
         timed_out_at - restarted_at
     );
+}
+
+/// When the saga first recorded a reply timeout (waits for it; the saga
+/// may not exist yet).
+async fn first_timeout(rt: &durasaga::actors::Runtime, saga: &str) -> durasaga::domain::Millis {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let s = rt.get_saga(saga).await.expect("saga");
+        if let Some(h) = s
+            .as_ref()
+            .and_then(|s| s.history.iter().find(|h| h.cause == "Timeout"))
+        {
+            return h.at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {saga} never timed out: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Shuts `rt` down and waits until its actors left the registry, so that
+/// the next runtime of this test process can start.
+async fn stop(rt: std::sync::Arc<durasaga::actors::Runtime>) {
+    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    drop(rt);
+    common::wait_unregistered().await;
 }
 
 /// Every saga of `rt`, once none is in flight any more: how many of them
@@ -462,9 +474,7 @@ async fn a_backlog_left_by_a_crash_drains_without_reply_timeouts() {
             .expect("settings");
         let rt = Runtime::start(settings).await.expect("start");
         outcomes.push(once_all_settled(&rt, IN_FLIGHT).await);
-        rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-        drop(rt);
-        common::wait_unregistered().await;
+        stop(rt).await;
     }
     eprintln!("(timed out, not approved) with a hold of 60 s and of one window: {outcomes:?}");
     assert_eq!(
@@ -531,22 +541,7 @@ async fn sagas_started_after_a_restart_are_not_held() {
         .create_order(mute.id.clone(), Money::from_cents(1_000).unwrap(), None)
         .await
         .expect("order");
-    let deadline = Instant::now() + DEADLINE;
-    let timed_out_at = loop {
-        // (None until the saga service has handled the order's StartSaga.)
-        let s = rt.get_saga(&order.saga_id).await.expect("saga");
-        if let Some(h) = s
-            .as_ref()
-            .and_then(|s| s.history.iter().find(|h| h.cause == "Timeout"))
-        {
-            break h.at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new saga never timed out: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let timed_out_at = first_timeout(&rt, &order.saga_id).await;
     assert!(
         (created + W..created + W + W / 2).contains(&timed_out_at),
         "timed out {} ms after it started; its reply window was {W} ms",
@@ -567,9 +562,7 @@ async fn sagas_started_after_a_restart_are_not_held() {
     durasaga::fault::set_customer_silent(false);
     let (_, not_approved) = once_all_settled(&rt, IN_FLIGHT + 1).await;
     assert_eq!(not_approved, 0);
-    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    drop(rt);
-    common::wait_unregistered().await;
+    stop(rt).await;
 }
 
 /// A saga that a resent start message creates after a restart is recovered
@@ -602,9 +595,7 @@ async fn a_saga_started_by_a_resent_message_is_held() {
         .create_order(customer.id.clone(), Money::from_cents(1_000).unwrap(), None)
         .await
         .expect("order");
-    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    drop(rt);
-    common::wait_unregistered().await;
+    stop(rt).await;
 
     durasaga::fault::set_customer_silent(true);
     let started = now_millis();
@@ -614,18 +605,7 @@ async fn a_saga_started_by_a_resent_message_is_held() {
         1,
         "the saga of the resent StartSaga should be held"
     );
-    let deadline = Instant::now() + DEADLINE;
-    let timed_out_at = loop {
-        let s = rt.get_saga(&order.saga_id).await.expect("saga");
-        if let Some(h) = s
-            .as_ref()
-            .and_then(|s| s.history.iter().find(|h| h.cause == "Timeout"))
-        {
-            break h.at;
-        }
-        assert!(Instant::now() < deadline, "the saga never timed out: {s:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let timed_out_at = first_timeout(&rt, &order.saga_id).await;
     assert!(
         timed_out_at >= started + W + W / 2,
         "timed out {} ms after the restart: not held",
@@ -643,7 +623,5 @@ async fn a_saga_started_by_a_resent_message_is_held() {
         .expect("order")
         .expect("order exists");
     assert!(o.order.state.is_settled(), "{:?}", o.order.state);
-    rt.shutdown(Duration::from_secs(5)).await.expect("shutdown");
-    drop(rt);
-    common::wait_unregistered().await;
+    stop(rt).await;
 }
